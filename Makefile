@@ -1,0 +1,61 @@
+# nginx-python
+#   make module [FEATURES=unblock]   build nginx with this module into build/<flavour>/
+#   make run                         build, then serve examples/ on 127.0.0.1:8000
+#   make test                        build both flavours, cargo test, the Python suite
+#   make bench                       throughput/memory figures, side by side
+#
+# NGINX_SRC=/path overrides the nginx source (default: the pinned nginx-src crate).
+# PYO3_PYTHON / PYTHON_CONFIG choose the Python (default /usr/bin/python3).
+
+FEATURES ?=
+FLAVOUR := $(if $(filter unblock,$(FEATURES)),unblock,sync)
+SYNC := $(if $(filter unblock,$(FEATURES)),0,1)
+BUILD := $(CURDIR)/build/$(FLAVOUR)
+NGINX := $(BUILD)/objs/nginx
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTHON ?= python3
+NGINX_CONFIGURE_ARGS ?=
+export NGX_PYTHON_TARGET_DIR := $(CURDIR)/build/target
+
+.PHONY: module run test test-sync test-unblock cargo-test bench deps clean FORCE
+
+module: deps $(BUILD)/objs/Makefile
+	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
+	$(MAKE) -C $(BUILD)/nginx -j$(JOBS)
+	@echo "==> nginx: $(NGINX)"
+
+deps:
+	@tools/deps
+
+# Configure a private copy of the nginx source (configure writes into it).
+$(BUILD)/objs/Makefile: config config.make
+	@src=$$(tools/nginx-src) && echo "==> nginx source: $$src" && \
+	rm -rf $(BUILD) && mkdir -p $(BUILD) && cp -a "$$src" $(BUILD)/nginx && \
+	chmod -R u+w $(BUILD)/nginx
+	@echo "==> configuring nginx ($(FLAVOUR))"
+	cd $(BUILD)/nginx && \
+	if [ -x ./configure ]; then cfg=./configure; else cfg=./auto/configure; fi && \
+	$$cfg --builddir=$(BUILD)/objs --with-stream --with-debug \
+		--with-cc-opt=-DNGX_PYTHON_SYNC=$(SYNC) \
+		--add-module=$(CURDIR) $(NGINX_CONFIGURE_ARGS) > $(BUILD)/configure.log || \
+		{ tail -20 $(BUILD)/configure.log; exit 1; }
+
+run: module
+	@mkdir -p build/run/logs
+	@echo "==> serving examples/ on http://127.0.0.1:8000/ (Ctrl-C stops)"
+	$(NGINX) -p $(CURDIR)/build/run -c $(CURDIR)/examples/nginx.conf
+
+cargo-test:
+	PYO3_PYTHON=$${PYO3_PYTHON:-/usr/bin/python3} cargo test --lib
+
+test-sync:
+	$(MAKE) module
+	TEST_NGINX_BINARY=$(CURDIR)/build/sync/objs/nginx $(PYTHON) t
+
+test: deps cargo-test test-sync
+
+bench: module
+	$(PYTHON) tools/bench.py $(NGINX)
+
+clean:
+	rm -rf build target

@@ -1,0 +1,103 @@
+//! Generates Rust bindings for the nginx tree being built and compiles the C
+//! shim for nginx's macros and inline functions.
+//!
+//! nginx's `configure` decides struct layouts (ngx_auto_config.h), so the
+//! bindings must come from the configured build directory. `config.make`
+//! (run by nginx's configure) passes it as NGX_OBJS and the source tree as
+//! NGX_SRC. Without them only the pure, nginx-independent parts build, which
+//! is what `cargo test` exercises.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=NGX_OBJS");
+    println!("cargo:rerun-if-env-changed=NGX_SRC");
+    println!("cargo:rustc-check-cfg=cfg(ngx_configured)");
+    println!("cargo:rustc-check-cfg=cfg(ngx_stream)");
+
+    let (objs, src) = match (env::var_os("NGX_OBJS"), env::var_os("NGX_SRC")) {
+        (Some(o), Some(s)) => (PathBuf::from(o), PathBuf::from(s)),
+        _ => return, // pure build: see lib.rs
+    };
+    for f in ["Makefile", "ngx_auto_config.h", "ngx_modules.c"] {
+        let p = objs.join(f);
+        if !p.exists() {
+            panic!("NGX_OBJS={}: {} missing; run nginx's configure first", objs.display(), f);
+        }
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    println!("cargo:rerun-if-changed=src/ffi/wrapper.h");
+    println!("cargo:rerun-if-changed=src/ffi/shim.c");
+    println!("cargo:rustc-cfg=ngx_configured");
+
+    let makefile = fs::read_to_string(objs.join("Makefile")).unwrap();
+    let stream = fs::read_to_string(objs.join("ngx_modules.c"))
+        .unwrap()
+        .contains("ngx_stream_module")
+        || makefile.contains("src/stream/ngx_stream.h");
+    if stream {
+        println!("cargo:rustc-cfg=ngx_stream");
+    }
+    let incs = include_dirs(&makefile, &src, &objs);
+
+    // Bindings: one file, all of nginx's API this crate uses.
+    let mut b = bindgen::Builder::default()
+        .header("src/ffi/wrapper.h")
+        .allowlist_function("ngx_.*")
+        .allowlist_type("ngx_.*")
+        .allowlist_var("ngx_.*|NGX_.*|nginx_version")
+        .blocklist_item("ngx_python_.*_module") // defined in Rust
+        .layout_tests(false)
+        .derive_default(true)
+        .generate_comments(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+    if stream {
+        b = b.clang_arg("-DNGX_PYTHON_STREAM=1");
+    }
+    for i in &incs {
+        b = b.clang_arg(format!("-I{}", i.display()));
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    b.generate()
+        .expect("bindgen failed on nginx headers (is libclang-dev installed?)")
+        .write_to_file(out.join("bindings.rs"))
+        .unwrap();
+
+    // The C shim: macros and static inline functions bindgen cannot bind.
+    let mut cc = cc::Build::new();
+    cc.file("src/ffi/shim.c").warnings(false);
+    if stream {
+        cc.define("NGX_PYTHON_STREAM", "1");
+    }
+    for i in &incs {
+        cc.include(i);
+    }
+    cc.compile("ngx_python_shim");
+}
+
+/// The include directories nginx's generated Makefile uses (ALL_INCS, as
+/// `-I dir` or `-Idir`, continued with backslashes), resolved against the
+/// source tree, plus the objs directory.
+fn include_dirs(makefile: &str, src: &Path, objs: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![objs.to_path_buf()];
+    let Some(start) = makefile.find("ALL_INCS") else { return dirs };
+    let mut text = String::new();
+    for line in makefile[start..].lines() {
+        text.push_str(line.trim_end().trim_end_matches('\\'));
+        text.push(' ');
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    let text = text.replace("-I ", "-I");
+    for tok in text.split_whitespace().filter_map(|t| t.strip_prefix("-I")) {
+        let p = Path::new(tok);
+        let p = if p.is_absolute() { p.to_path_buf() } else { src.join(p) };
+        if p.is_dir() && !dirs.contains(&p) {
+            dirs.push(p);
+        }
+    }
+    dirs
+}

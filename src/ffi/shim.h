@@ -1,0 +1,18 @@
+/* C helpers for what nginx offers only as macros or static inline functions.
+ * Each is a one-line wrapper; the logic stays in Rust. */
+#ifndef NGX_PYTHON_SHIM_H
+#define NGX_PYTHON_SHIM_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+/* NGX_MODULE_SIGNATURE: a macro built from ngx_auto_config.h; dynamic module
+ * loading refuses a module whose signature differs from the binary's. */
+extern const char ngx_python_module_signature[];
+
+void ngx_python_add_timer(ngx_event_t *ev, ngx_msec_t timer);
+void ngx_python_del_timer(ngx_event_t *ev);
+ngx_int_t ngx_python_post_event(ngx_event_t *ev);
+
+#endif

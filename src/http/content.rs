@@ -1,0 +1,76 @@
+//! Content handler: `python_content EXPR`.
+//!
+//! The request body is read first (so `r.var['request_body']` works), then
+//! the handler runs. Results: None / ngx.OK -> the response is completed (an
+//! empty 200 if nothing was sent); an HTTP status -> nginx finalizes with it
+//! (its error page or redirect; headers set in `r.ho` are kept), or for a
+//! 2xx with nothing sent, a response with that status and an empty body;
+//! ngx.ERROR or an exception -> 500 (or the connection is closed when the
+//! header is already out).
+
+use pyo3::prelude::*;
+
+use super::request::request_object;
+use super::{loc_conf, output, status_of};
+use crate::executor;
+use crate::ffi::{self, ngx_http_request_t, ngx_int_t};
+use crate::runtime::errors::log_exception;
+
+pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let rc = ffi::ngx_http_read_client_request_body(r, Some(body_read));
+    if rc >= ffi::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    ffi::DONE
+}
+
+/// Runs once the body is in; ends the request with the handler's outcome.
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    if let Some(rc) = executor::run(|| run_handler(r)) {
+        ffi::ngx_http_finalize_request(r, rc);
+    }
+}
+
+unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let Some(handler) = loc_conf(r).content else {
+        return ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let log = (*(*r).connection).log;
+    let failed = |r: *mut ngx_http_request_t| {
+        if (*r).header_sent() != 0 {
+            ffi::ERROR
+        } else {
+            ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        }
+    };
+    Python::attach(|py| {
+        let obj = match request_object(py, r) {
+            Ok(o) => o,
+            Err(e) => {
+                log_exception(py, log, "python_content", &e);
+                return failed(r);
+            }
+        };
+        let rc = match handler.call(obj.as_any()).and_then(|v| status_of(&v, "python_content")) {
+            Ok(rc) => rc,
+            Err(e) => {
+                log_exception(py, log, "python_content", &e);
+                return failed(r);
+            }
+        };
+        let finished = obj.borrow().finished.get();
+        match rc {
+            ffi::OK | ffi::DECLINED | ffi::DONE => output::finish(r, finished),
+            ffi::ERROR => failed(r),
+            status if (*r).header_sent() != 0 => {
+                let _ = status; // too late to change the status
+                output::finish(r, finished)
+            }
+            status if status >= 300 || status == 201 || status == 204 => status,
+            status => {
+                (*r).headers_out.status = status as usize;
+                output::finish(r, finished)
+            }
+        }
+    })
+}

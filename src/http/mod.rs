@@ -1,0 +1,172 @@
+//! `ngx_http_python_module`: the directive table, the configuration, and
+//! registration of the phase handlers. One file per phase (`access`,
+//! `content`, `log`, `set`) and per API object (`request`, `headers`,
+//! `variables`, `output`).
+
+mod access;
+mod content;
+mod headers;
+mod log;
+mod output;
+pub mod request;
+mod set;
+mod variables;
+
+use std::os::raw::{c_char, c_void};
+use std::ptr;
+
+use crate::core_module;
+use crate::ffi::{self, ngx_command_t, ngx_conf_t, ngx_int_t, ngx_module_t};
+use crate::runtime::Handler;
+
+/// Per-location configuration (also what server and http levels hold).
+#[derive(Default)]
+pub struct LocConf {
+    /// `python_access`, in order; empty inherits the parent's.
+    access: Vec<Handler>,
+    /// `python_log`, in order; empty inherits the parent's.
+    log: Vec<Handler>,
+    /// `python_content` of this location.
+    content: Option<Handler>,
+}
+
+const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;
+const LOC_OFFSET: usize = std::mem::offset_of!(ffi::ngx_http_conf_ctx_t, loc_conf);
+
+static mut COMMANDS: [ngx_command_t; 8] = [
+    ffi::command(b"python\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python, 0),
+    ffi::command(b"python_include\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python_include, 0),
+    ffi::command(b"python_stack_size\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE1, core_module::python_stack_size, 0),
+    ffi::command(b"python_set\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE2, set::python_set, 0),
+    ffi::command(b"python_access\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, python_access, LOC_OFFSET),
+    ffi::command(b"python_log\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, python_log, LOC_OFFSET),
+    ffi::command(
+        b"python_content\0",
+        ffi::NGX_HTTP_LOC_CONF | ffi::NGX_HTTP_LIF_CONF | ffi::NGX_HTTP_LMT_CONF | ffi::NGX_CONF_TAKE1,
+        python_content,
+        LOC_OFFSET,
+    ),
+    ffi::command_end(),
+];
+
+static mut CTX: ffi::ngx_http_module_t = ffi::ngx_http_module_t {
+    preconfiguration: None,
+    postconfiguration: Some(postconfiguration),
+    create_main_conf: None,
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(create_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
+};
+
+#[no_mangle]
+pub static mut ngx_http_python_module: ngx_module_t = ffi::module(
+    &raw mut CTX as *mut c_void,
+    &raw mut COMMANDS as *mut ngx_command_t,
+    ffi::NGX_HTTP_MODULE,
+    None,
+);
+
+/// This module, for ctx/conf lookups.
+pub fn module() -> &'static ngx_module_t {
+    // SAFETY: nginx writes the module's indexes once, before any request.
+    unsafe { &*(&raw const ngx_http_python_module) }
+}
+
+unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    ffi::pool_box((*cf).pool, LocConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
+}
+
+unsafe extern "C" fn merge_loc_conf(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+    let (parent, child) = (&*(parent as *const LocConf), &mut *(child as *mut LocConf));
+    if child.access.is_empty() {
+        child.access = parent.access.clone();
+    }
+    if child.log.is_empty() {
+        child.log = parent.log.clone();
+    }
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let cmcf = ffi::http_main_conf::<ffi::ngx_http_core_main_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 2] = [
+        (ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize, access::access_handler),
+        (ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log::log_handler),
+    ];
+    for (phase, handler) in phases {
+        let h = ffi::ngx_array_push(&mut (*cmcf).phases[phase].handlers) as *mut ffi::ngx_http_handler_pt;
+        if h.is_null() {
+            return ffi::ERROR;
+        }
+        *h = Some(handler);
+    }
+    ffi::OK
+}
+
+unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    match core_module::compile_arg(cf, 1, "r") {
+        Some(h) => {
+            (*(conf as *mut LocConf)).access.push(h);
+            ptr::null_mut()
+        }
+        None => ffi::CONF_ERROR,
+    }
+}
+
+unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    match core_module::compile_arg(cf, 1, "r") {
+        Some(h) => {
+            (*(conf as *mut LocConf)).log.push(h);
+            ptr::null_mut()
+        }
+        None => ffi::CONF_ERROR,
+    }
+}
+
+unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    let lcf = &mut *(conf as *mut LocConf);
+    if lcf.content.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let Some(h) = core_module::compile_arg(cf, 1, "r") else { return ffi::CONF_ERROR };
+    lcf.content = Some(h);
+    let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    (*clcf).handler = Some(content::content_handler);
+    ptr::null_mut()
+}
+
+/// The location configuration of `r`.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn loc_conf<'a>(r: *mut ffi::ngx_http_request_t) -> &'a LocConf {
+    &*ffi::http_loc_conf::<LocConf>(r, module())
+}
+
+/// A handler's return value as an nginx code: None is `DECLINED`, an
+/// int is an ngx constant (`OK`, `ERROR`, `DECLINED`, `DONE`) or an HTTP
+/// status 100..999; anything else is a TypeError/ValueError naming `what`.
+fn status_of(v: &pyo3::Bound<'_, pyo3::PyAny>, what: &str) -> pyo3::PyResult<ngx_int_t> {
+    use pyo3::exceptions::{PyTypeError, PyValueError};
+    use pyo3::types::{PyBool, PyInt};
+    use pyo3::types::{PyAnyMethods, PyTypeMethods};
+    if v.is_none() {
+        return Ok(ffi::DECLINED);
+    }
+    if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() {
+        let n: i64 = v.extract()?;
+        return match n as ngx_int_t {
+            ffi::OK | ffi::ERROR | ffi::DECLINED | ffi::DONE => Ok(n as ngx_int_t),
+            100..=999 => Ok(n as ngx_int_t),
+            _ => Err(PyValueError::new_err(format!(
+                "{what} returned {n}: expected None, ngx.OK, ngx.DECLINED, ngx.ERROR or an HTTP status"
+            ))),
+        };
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} returned {}: expected None, an ngx constant or an HTTP status",
+        v.get_type().name()?
+    )))
+}

@@ -1,0 +1,193 @@
+//! The request object `r`.
+//!
+//! Ownership: the first Python handler of a request creates one `Request`
+//! and stores it in the module's per-request context, which lives in the
+//! request's pool (`ffi::pool_box`). When nginx frees the request, the
+//! context is dropped: the `Request` forgets the nginx pointer (later use
+//! raises RuntimeError) and the context's reference is released. Python code
+//! that kept `r` holds a harmless, detached object.
+
+use std::cell::{Cell, OnceCell};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::headers::{InputHeaders, OutputHeaders};
+use super::module;
+use super::output;
+use super::variables::{self, Variables};
+use crate::ffi::{self, ngx_http_request_t};
+use crate::runtime::ngx_module::{SEND_FLUSH, SEND_LAST};
+
+#[pyclass(unsendable, module = "ngx", name = "Request")]
+pub struct Request {
+    r: Cell<*mut ngx_http_request_t>,
+    ctx: Py<PyDict>,
+    args: OnceCell<Py<PyAny>>,
+    /// `r.send(..., SEND_LAST)` happened: the body is complete.
+    pub(super) finished: Cell<bool>,
+}
+
+/// What the request's pool owns: the one reference that keeps `r` alive for
+/// the request's duration.
+struct RequestCtx {
+    obj: Option<Py<Request>>,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            if let Some(obj) = self.obj.take() {
+                obj.borrow(py).r.set(std::ptr::null_mut());
+            }
+        });
+    }
+}
+
+/// The request object of `r`, created on first use.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn request_object<'py>(py: Python<'py>, r: *mut ngx_http_request_t) -> PyResult<Bound<'py, Request>> {
+    let ctx = ffi::http_ctx::<RequestCtx>(r, module());
+    if let Some(obj) = ctx.as_ref().and_then(|c| c.obj.as_ref()) {
+        return Ok(obj.bind(py).clone());
+    }
+    let obj = Bound::new(
+        py,
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false) },
+    )?;
+    let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj.clone().unbind()) })
+        .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
+    ffi::http_set_ctx(r, module(), ctx);
+    Ok(obj)
+}
+
+impl Request {
+    /// The nginx request, or RuntimeError once it has ended.
+    pub(super) fn raw(&self) -> PyResult<*mut ngx_http_request_t> {
+        let r = self.r.get();
+        if r.is_null() {
+            Err(PyRuntimeError::new_err("the request has ended; its object can no longer be used"))
+        } else {
+            Ok(r)
+        }
+    }
+}
+
+#[pymethods]
+impl Request {
+    /// Input headers: read-only, case-insensitive mapping.
+    #[getter]
+    fn hi(slf: &Bound<'_, Self>) -> PyResult<InputHeaders> {
+        slf.borrow().raw()?;
+        Ok(InputHeaders::new(slf))
+    }
+
+    /// Output headers: read-write, case-insensitive mapping.
+    #[getter]
+    fn ho(slf: &Bound<'_, Self>) -> PyResult<OutputHeaders> {
+        slf.borrow().raw()?;
+        Ok(OutputHeaders::new(slf))
+    }
+
+    /// nginx variables: read-only mapping.
+    #[getter]
+    fn var(slf: &Bound<'_, Self>) -> PyResult<Variables> {
+        slf.borrow().raw()?;
+        Ok(Variables::new(slf))
+    }
+
+    /// Query arguments, URL-decoded: read-only mapping (first value wins).
+    #[getter]
+    fn arg(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let r = self.raw()?;
+        if let Some(a) = self.args.get() {
+            return Ok(a.clone_ref(py));
+        }
+        // SAFETY: r is live (checked above).
+        let a = unsafe { variables::decoded_args(py, r)? };
+        Ok(self.args.get_or_init(|| a).clone_ref(py))
+    }
+
+    /// A dict private to this request, kept across its phases.
+    #[getter]
+    fn ctx(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        self.raw()?;
+        Ok(self.ctx.clone_ref(py))
+    }
+
+    #[getter]
+    fn get_status(&self) -> PyResult<usize> {
+        // SAFETY: live request.
+        Ok(unsafe { (*self.raw()?).headers_out.status })
+    }
+
+    #[setter]
+    fn set_status(&self, status: i64) -> PyResult<()> {
+        let r = self.raw()?;
+        if !(100..=999).contains(&status) {
+            return Err(PyValueError::new_err(format!("status must be 100..999, not {status}")));
+        }
+        // SAFETY: live request; nginx rebuilds the status line from `status`.
+        unsafe {
+            (*r).headers_out.status = status as usize;
+            (*r).headers_out.status_line = ffi::NULL_STR;
+        }
+        Ok(())
+    }
+
+    /// One error-log line at `level` (default `ngx.LOG_INFO`).
+    #[pyo3(signature = (msg, level = ffi::NGX_LOG_INFO as usize))]
+    fn log(&self, msg: &Bound<'_, PyAny>, level: usize) -> PyResult<()> {
+        let r = self.raw()?;
+        let text = crate::runtime::convert::value_bytes(msg)?;
+        // SAFETY: live request and its connection's log.
+        unsafe { ffi::log_error(level, (*(*r).connection).log, &text) };
+        Ok(())
+    }
+
+    /// Sends the status line and headers.
+    #[pyo3(name = "sendHeader")]
+    fn send_header(&self) -> PyResult<()> {
+        let r = self.raw()?;
+        // SAFETY: live request.
+        unsafe {
+            if (*r).header_sent() != 0 {
+                return Err(PyRuntimeError::new_err("the header has already been sent"));
+            }
+            output::send_header(r)
+        }
+    }
+
+    /// Sends a piece of the body (headers first if not sent yet).
+    #[pyo3(signature = (data = None, flags = 0))]
+    fn send(&self, data: Option<&Bound<'_, PyAny>>, flags: i64) -> PyResult<()> {
+        let r = self.raw()?;
+        if self.finished.get() {
+            return Err(PyRuntimeError::new_err("the response is complete (sent with ngx.SEND_LAST)"));
+        }
+        let bytes = match data {
+            Some(d) => crate::runtime::convert::data_bytes(d, "data")?,
+            None => std::borrow::Cow::Borrowed(&[][..]),
+        };
+        let last = flags & SEND_LAST != 0;
+        // SAFETY: live request.
+        unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last)? };
+        if last {
+            self.finished.set(true);
+        }
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        match self.raw() {
+            // SAFETY: live request.
+            Ok(r) => unsafe {
+                format!("<ngx.Request {}>", String::from_utf8_lossy(ffi::bytes(&(*r).request_line)))
+            },
+            Err(_) => "<ngx.Request (ended)>".into(),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The embedded Python runtime, shared by the http and stream modules:
+//! - `interpreter`: start CPython once in the master, re-arm it after fork
+//! - `state`:       one namespace + compiled handlers per configuration
+//! - `handler`:     compiling a directive's EXPR, calling it
+//! - `convert`:     bytes <-> str across the boundary (surrogateescape)
+//! - `errors`:      tracebacks into nginx's error log
+//! - `ngx_module`:  the `ngx` Python module of constants
+
+pub mod convert;
+pub mod errors;
+pub mod handler;
+pub mod interpreter;
+pub mod ngx_module;
+pub mod state;
+
+pub use handler::Handler;
+pub use state::PyState;

@@ -1,0 +1,114 @@
+//! One configuration's Python state: its namespace and every handler
+//! compiled from it.
+//!
+//! Ownership: `PyState` lives in the core module's configuration, which is
+//! allocated in the cycle's pool (`ffi::pool_box`). When nginx frees the cycle
+//! (after a reload, a failed reload, `nginx -t`, exit) the state is dropped:
+//! the namespace is cleared, the handlers released, and the garbage cycles
+//! they leave (functions <-> globals, classes) collected. `Handler`s held by
+//! http/stream configurations are borrowed from here and die with the same
+//! cycle.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::handler::Handler;
+use crate::text::first_line;
+
+pub struct PyState {
+    namespace: Option<Py<PyDict>>,
+    handlers: Vec<Py<PyAny>>,
+    /// `python_stack_size` (unblock builds); None until set.
+    pub stack_size: Option<usize>,
+}
+
+/// Where a piece of configuration code came from, for tracebacks.
+pub struct Origin<'a> {
+    pub file: &'a str,
+    /// The line the code's last line is on (what nginx reports).
+    pub end_line: usize,
+}
+
+impl<'a> Origin<'a> {
+    /// Blank lines that put `code`'s first line where it stands in `file`,
+    /// so that tracebacks and syntax errors name the real line.
+    fn padding(&self, code: &str) -> String {
+        "\n".repeat(first_line(self.end_line, code.as_bytes()) - 1)
+    }
+}
+
+impl PyState {
+    /// A fresh namespace. `conf_prefix` (the directory of nginx.conf) goes
+    /// on `sys.path` so that modules kept next to the configuration import.
+    pub fn new(py: Python<'_>, conf_prefix: &str) -> PyResult<PyState> {
+        let ns = PyDict::new(py);
+        ns.set_item("__builtins__", py.import("builtins")?)?;
+        ns.set_item("__name__", "__nginx__")?;
+        let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+        let prefix = conf_prefix.trim_end_matches('/');
+        if !prefix.is_empty() && !path.contains(prefix)? {
+            path.insert(0, prefix)?;
+        }
+        Ok(PyState { namespace: Some(ns.unbind()), handlers: Vec::new(), stack_size: None })
+    }
+
+    fn namespace<'py>(&self, py: Python<'py>) -> &Bound<'py, PyDict> {
+        self.namespace.as_ref().expect("namespace lives as long as the state").bind(py)
+    }
+
+    /// Runs `python` / `python_include` code in the namespace.
+    pub fn exec(&self, py: Python<'_>, code: &str, origin: &Origin<'_>) -> PyResult<()> {
+        let builtins = py.import("builtins")?;
+        let source = format!("{}{}", origin.padding(code), code);
+        let compiled = builtins.getattr("compile")?.call1((source, origin.file, "exec"))?;
+        builtins.getattr("exec")?.call1((compiled, self.namespace(py)))?;
+        Ok(())
+    }
+
+    /// Compiles a directive's EXPR into a function of one argument named
+    /// `param` (`r` or `s`), so the request is a local of each call and no
+    /// handler can see another's. `name` (the directive) names the function
+    /// in tracebacks.
+    pub fn compile_handler(
+        &mut self,
+        py: Python<'_>,
+        expr: &str,
+        origin: &Origin<'_>,
+        param: &str,
+        name: &str,
+    ) -> PyResult<Handler> {
+        let builtins = py.import("builtins")?;
+        let compile = builtins.getattr("compile")?;
+        let pad = origin.padding(expr);
+        // The bare expression first: its SyntaxError is the one users should see.
+        compile.call1((format!("{pad}{expr}"), origin.file, "eval"))?;
+        let code = compile.call1((format!("{pad}lambda {param}: ({expr}\n)"), origin.file, "eval"))?;
+        let func = builtins.getattr("eval")?.call1((code, self.namespace(py)))?;
+        let fcode = func.getattr("__code__")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("co_name", name)?;
+        if fcode.hasattr("co_qualname")? {
+            kwargs.set_item("co_qualname", name)?;
+        }
+        func.setattr("__code__", fcode.call_method("replace", (), Some(&kwargs))?)?;
+        func.setattr("__name__", name)?;
+        func.setattr("__qualname__", name)?;
+        let handler = Handler::new(&func);
+        self.handlers.push(func.unbind());
+        Ok(handler)
+    }
+}
+
+impl Drop for PyState {
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            if let Some(ns) = self.namespace.take() {
+                ns.bind(py).clear();
+            }
+            self.handlers.clear();
+            if let Ok(gc) = py.import("gc") {
+                let _ = gc.call_method0("collect");
+            }
+        });
+    }
+}
