@@ -15,7 +15,8 @@ NGINX := $(BUILD)/objs/nginx
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= python3
 NGINX_CONFIGURE_ARGS ?=
-export NGX_PYTHON_TARGET_DIR := $(CURDIR)/build/target
+# cargo builds into build/<flavour>/objs/nginx-python (one target dir per
+# flavour: the two features produce the same library file name).
 
 .PHONY: module run test test-sync test-unblock cargo-test bench deps clean FORCE
 
@@ -28,7 +29,7 @@ deps:
 	@tools/deps
 
 # Configure a private copy of the nginx source (configure writes into it).
-$(BUILD)/objs/Makefile: config config.make
+$(BUILD)/objs/Makefile: config config.make Makefile
 	@src=$$(tools/nginx-src) && echo "==> nginx source: $$src" && \
 	rm -rf $(BUILD) && mkdir -p $(BUILD) && cp -a "$$src" $(BUILD)/nginx && \
 	chmod -R u+w $(BUILD)/nginx

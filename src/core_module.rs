@@ -9,6 +9,7 @@ use std::ptr;
 use pyo3::prelude::*;
 
 use crate::ffi::{self, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_module_t};
+use crate::executor;
 use crate::runtime::state::Origin;
 use crate::runtime::{errors, interpreter, Handler, PyState};
 use crate::text;
@@ -39,6 +40,7 @@ pub static mut ngx_python_module: ngx_module_t = ffi::module(
     &raw mut COMMANDS as *mut ngx_command_t,
     ffi::NGX_CORE_MODULE,
     Some(init_process),
+    Some(exit_process),
 );
 
 /// Starts Python (first configuration only) and makes this cycle's state.
@@ -57,11 +59,20 @@ unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
     }
 }
 
-unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t {
         interpreter::after_fork();
     }
+    let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
+    if let Some(size) = conf.as_ref().and_then(|c| c.state.stack_size) {
+        executor::set_stack_size(size);
+    }
     ffi::OK
+}
+
+/// Worker exit: handlers still waiting unwind (their `finally` blocks run).
+unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    executor::exit_process();
 }
 
 /// This configuration's Python state, from any directive handler.

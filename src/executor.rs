@@ -4,11 +4,18 @@
 //! - `unblock` (cargo feature): such handlers run on their own C stack and
 //!   suspend while blocking Python waits on nginx's event loop.
 //!
-//! Interface:
-//! - `run(task) -> Option<R>`: runs a handler that may suspend; `None` means it
-//!   suspended and the phase glue resumes the request when it finishes.
-//! - `run_nonsuspending(task) -> R`: runs a handler that must not suspend
-//!   (`python_set`, `python_log`).
+//! Interface (both in `crate::sync` and `crate::unblock`):
+//! - `run(env, task, done) -> Outcome<R>`: runs a handler that may suspend.
+//!   `Done(r)`: it finished now. `Suspended(handle)`: it waits; `done(r)`
+//!   runs on nginx's stack when it finishes, unless `handle.cancel()` was
+//!   called first (the request ended), which makes the waiting call raise
+//!   in the handler and lets it unwind.
+//! - `run_nonsuspending(task)`: runs a handler that must not suspend
+//!   (`python_set`, `python_log`): waiting raises RuntimeError there.
+//! - `install(py)`: at interpreter start (unblock: the cooperative
+//!   time/socket functions); `set_stack_size`; `exit_process`.
+
+use crate::ffi;
 
 cfg_if::cfg_if! {
     if #[cfg(feature = "unblock")] {
@@ -16,4 +23,22 @@ cfg_if::cfg_if! {
     } else {
         pub use crate::sync::*;
     }
+}
+
+/// What a handler's coroutine needs from where it runs.
+#[derive(Clone, Copy)]
+pub struct Env {
+    /// The request's or session's log.
+    pub log: *mut ffi::ngx_log_t,
+    /// `resolver` of the location / stream server (may be null).
+    pub resolver: *mut ffi::ngx_resolver_t,
+    pub resolver_timeout: ffi::ngx_msec_t,
+}
+
+/// The result of `run`.
+pub enum Outcome<R> {
+    Done(R),
+    Suspended(Handle),
+    /// It could not run, or died (a stack overflow); already logged.
+    Failed,
 }

@@ -210,6 +210,7 @@ pub const fn module(
     commands: *mut ngx_command_t,
     type_: u32,
     init_process: Option<unsafe extern "C" fn(*mut ngx_cycle_t) -> ngx_int_t>,
+    exit_process: Option<unsafe extern "C" fn(*mut ngx_cycle_t)>,
 ) -> ngx_module_t {
     ngx_module_t {
         ctx_index: ngx_uint_t::MAX,
@@ -227,7 +228,7 @@ pub const fn module(
         init_process,
         init_thread: None,
         exit_thread: None,
-        exit_process: None,
+        exit_process,
         exit_master: None,
         spare_hook0: 0,
         spare_hook1: 0,

@@ -10,11 +10,13 @@
 
 use pyo3::prelude::*;
 
-use super::request::request_object;
-use super::{loc_conf, output, status_of};
-use crate::executor;
+use super::request::{request_ctx, request_object};
+use super::{env, loc_conf, output, status_of, suspend_request};
+use crate::executor::{self, Outcome};
 use crate::ffi::{self, ngx_http_request_t, ngx_int_t};
 use crate::runtime::errors::log_exception;
+
+const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let rc = ffi::ngx_http_read_client_request_body(r, Some(body_read));
@@ -26,23 +28,42 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
 
 /// Runs once the body is in; ends the request with the handler's outcome.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    if let Some(rc) = executor::run(|| run_handler(r)) {
-        ffi::ngx_http_finalize_request(r, rc);
+    let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_content", &e))) {
+        Ok(ctx) => ctx,
+        Err(()) => return ffi::ngx_http_finalize_request(r, SERVER_ERROR),
+    };
+    let done = move |rc: ngx_int_t| {
+        // SAFETY: `done` runs only while the request lives (its end cancels).
+        unsafe {
+            (*super::request::existing_ctx(r)).waiting.set(None);
+            super::wake_request(r);
+            ffi::ngx_http_finalize_request(r, rc);
+            ffi::ngx_http_run_posted_requests((*r).connection);
+        }
+    };
+    match executor::run(env(r), move || run_handler(r), done) {
+        Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, rc),
+        Outcome::Suspended(h) => {
+            ctx.waiting.set(Some(h));
+            suspend_request(r);
+        }
+        Outcome::Failed => ffi::ngx_http_finalize_request(r, failed(r)),
+    }
+}
+
+unsafe fn failed(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if (*r).header_sent() != 0 {
+        ffi::ERROR
+    } else {
+        SERVER_ERROR
     }
 }
 
 unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(handler) = loc_conf(r).content else {
-        return ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        return SERVER_ERROR;
     };
     let log = (*(*r).connection).log;
-    let failed = |r: *mut ngx_http_request_t| {
-        if (*r).header_sent() != 0 {
-            ffi::ERROR
-        } else {
-            ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
-        }
-    };
     Python::attach(|py| {
         let obj = match request_object(py, r) {
             Ok(o) => o,
@@ -62,10 +83,8 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         match rc {
             ffi::OK | ffi::DECLINED | ffi::DONE => output::finish(r, finished),
             ffi::ERROR => failed(r),
-            status if (*r).header_sent() != 0 => {
-                let _ = status; // too late to change the status
-                output::finish(r, finished)
-            }
+            // Too late to change the status once the header is out.
+            _ if (*r).header_sent() != 0 => output::finish(r, finished),
             status if status >= 300 || status == 201 || status == 204 => status,
             status => {
                 (*r).headers_out.status = status as usize;

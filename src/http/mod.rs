@@ -66,6 +66,7 @@ pub static mut ngx_http_python_module: ngx_module_t = ffi::module(
     &raw mut COMMANDS as *mut ngx_command_t,
     ffi::NGX_HTTP_MODULE,
     None,
+    None,
 );
 
 /// This module, for ctx/conf lookups.
@@ -169,4 +170,36 @@ fn status_of(v: &pyo3::Bound<'_, pyo3::PyAny>, what: &str) -> pyo3::PyResult<ngx
         "{what} returned {}: expected None, an ngx constant or an HTTP status",
         v.get_type().name()?
     )))
+}
+
+/// What a handler of `r` runs with: its log and its location's resolver.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn env(r: *mut ffi::ngx_http_request_t) -> crate::executor::Env {
+    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>(r, &*(&raw const ffi::ngx_http_core_module));
+    crate::executor::Env {
+        log: (*(*r).connection).log,
+        resolver: (*clcf).resolver,
+        resolver_timeout: (*clcf).resolver_timeout,
+    }
+}
+
+/// While a handler of `r` waits: notice the client going away (nginx then
+/// ends the request, which cancels the handler), ignore writability.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn suspend_request(r: *mut ffi::ngx_http_request_t) {
+    (*r).read_event_handler = Some(ffi::ngx_http_test_reading);
+    (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
+}
+
+/// The handler finished: back to nginx's usual event handling.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn wake_request(r: *mut ffi::ngx_http_request_t) {
+    (*r).read_event_handler = Some(ffi::ngx_http_block_reading);
+    (*r).write_event_handler = Some(ffi::ngx_http_core_run_phases);
 }

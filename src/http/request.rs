@@ -17,6 +17,7 @@ use super::headers::{InputHeaders, OutputHeaders};
 use super::module;
 use super::output;
 use super::variables::{self, Variables};
+use crate::executor;
 use crate::ffi::{self, ngx_http_request_t};
 use crate::runtime::ngx_module::{SEND_FLUSH, SEND_LAST};
 
@@ -29,10 +30,15 @@ pub struct Request {
     pub(super) finished: Cell<bool>,
 }
 
-/// What the request's pool owns: the one reference that keeps `r` alive for
-/// the request's duration.
-struct RequestCtx {
+/// The module's per-request context, owned by the request's pool: the one
+/// reference that keeps `r` alive for the request's duration, and the
+/// handler waiting on its behalf (unblock builds).
+pub struct RequestCtx {
     obj: Option<Py<Request>>,
+    /// A suspended access/content handler of this request.
+    pub waiting: Cell<Option<executor::Handle>>,
+    /// The result of an access handler that finished after suspending.
+    pub access_rc: Cell<Option<ffi::ngx_int_t>>,
 }
 
 impl Drop for RequestCtx {
@@ -42,7 +48,30 @@ impl Drop for RequestCtx {
                 obj.borrow(py).r.set(std::ptr::null_mut());
             }
         });
+        // The request is gone: a handler still waiting for it unwinds now.
+        if let Some(h) = self.waiting.take() {
+            h.cancel();
+        }
     }
+}
+
+/// The module context of `r`, created (with the request object) on first use.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyResult<&'a RequestCtx> {
+    let ctx = ffi::http_ctx::<RequestCtx>(r, module());
+    if !ctx.is_null() {
+        return Ok(&*ctx);
+    }
+    let obj = Py::new(
+        py,
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false) },
+    )?;
+    let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
+        .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
+    ffi::http_set_ctx(r, module(), ctx);
+    Ok(&*ctx)
 }
 
 /// The request object of `r`, created on first use.
@@ -50,18 +79,11 @@ impl Drop for RequestCtx {
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn request_object<'py>(py: Python<'py>, r: *mut ngx_http_request_t) -> PyResult<Bound<'py, Request>> {
-    let ctx = ffi::http_ctx::<RequestCtx>(r, module());
-    if let Some(obj) = ctx.as_ref().and_then(|c| c.obj.as_ref()) {
-        return Ok(obj.bind(py).clone());
+    let ctx = request_ctx(py, r)?;
+    match &ctx.obj {
+        Some(obj) => Ok(obj.bind(py).clone()),
+        None => Err(PyRuntimeError::new_err("the request has ended")),
     }
-    let obj = Bound::new(
-        py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false) },
-    )?;
-    let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj.clone().unbind()) })
-        .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
-    ffi::http_set_ctx(r, module(), ctx);
-    Ok(obj)
 }
 
 impl Request {
@@ -190,4 +212,12 @@ impl Request {
             Err(_) => "<ngx.Request (ended)>".into(),
         }
     }
+}
+
+/// The context of a request that already has one.
+///
+/// # Safety
+/// `r` must be live and have had `request_ctx` called.
+pub unsafe fn existing_ctx(r: *mut ngx_http_request_t) -> *const RequestCtx {
+    ffi::http_ctx::<RequestCtx>(r, module())
 }

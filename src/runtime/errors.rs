@@ -14,7 +14,7 @@ const MAX_TRACEBACK: usize = 1500;
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py
         .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (err.value(py),)))
+        .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
         .and_then(|lines| pyo3::types::PyString::new(py, "").call_method1("join", (lines,)))
         .and_then(|s| s.extract::<String>());
     match formatted {

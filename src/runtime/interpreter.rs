@@ -20,6 +20,11 @@ pub fn ensure_initialized() {
         pyo3::append_to_inittab!(ngx);
         ffi::Py_InitializeEx(0);
     }
+    pyo3::Python::attach(|py| {
+        if let Err(e) = crate::executor::install(py) {
+            e.print(py);
+        }
+    });
 }
 use super::ngx_module::ngx;
 

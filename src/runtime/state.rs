@@ -44,6 +44,8 @@ impl PyState {
         let ns = PyDict::new(py);
         ns.set_item("__builtins__", py.import("builtins")?)?;
         ns.set_item("__name__", "__nginx__")?;
+        // Handlers use ngx.OK, ngx.SEND_LAST, ... without importing it.
+        ns.set_item("ngx", py.import("ngx")?)?;
         let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
         let prefix = conf_prefix.trim_end_matches('/');
         if !prefix.is_empty() && !path.contains(prefix)? {

@@ -2,15 +2,34 @@
 //! nginx's own stack. Blocking Python (time.sleep, sockets) blocks the worker
 //! for as long as it waits — the build for handlers that never wait.
 
-/// Runs a handler that could suspend in the `unblock` build; here it never
-/// does, so the result is always `Some`.
-#[inline]
-pub fn run<R>(task: impl FnOnce() -> R) -> Option<R> {
-    Some(task())
+use pyo3::prelude::*;
+
+use crate::executor::{Env, Outcome};
+
+/// Never exists: nothing suspends in this build.
+#[derive(Clone, Copy)]
+pub enum Handle {}
+
+impl Handle {
+    pub fn cancel(self) {
+        match self {}
+    }
 }
 
-/// Runs a handler that must not suspend.
+#[inline]
+pub fn run<R: 'static>(_env: Env, task: impl FnOnce() -> R + 'static, _done: impl FnOnce(R) + 'static) -> Outcome<R> {
+    Outcome::Done(task())
+}
+
 #[inline]
 pub fn run_nonsuspending<R>(task: impl FnOnce() -> R) -> R {
     task()
 }
+
+pub fn install(_py: Python<'_>) -> PyResult<()> {
+    Ok(())
+}
+
+pub fn set_stack_size(_size: usize) {}
+
+pub fn exit_process() {}

@@ -1,4 +1,73 @@
-//! The `unblock` executor (access/preread/content handlers on their own C
-//! stacks, cooperative time.sleep/socket/resolver) is not finished: see the
-//! README's "Not finished" section.
-compile_error!("the `unblock` feature is not finished yet; build the default (sync) flavour");
+//! The `unblock` executor: access, preread and content handlers run as
+//! coroutines on their own C stacks (`coroutine`, with a Python thread
+//! state each: `tstate`, and a guard page: `guard`), and blocking Python
+//! waits on nginx's event loop (`wait`, exposed to Python by `pymodule` and
+//! `resolver`, used by the cooperative socket/time layer `cooperative.py`).
+
+mod coroutine;
+mod guard;
+mod pymodule;
+mod resolver;
+mod tstate;
+mod wait;
+
+use pyo3::prelude::*;
+
+pub use coroutine::Handle;
+use crate::executor::{Env, Outcome};
+
+pub fn run<R: 'static>(env: Env, task: impl FnOnce() -> R + 'static, done: impl FnOnce(R) + 'static) -> Outcome<R> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let slot: Rc<Cell<Option<R>>> = Rc::new(Cell::new(None));
+    let (fill, take) = (slot.clone(), slot.clone());
+    let started = coroutine::spawn(
+        Box::new(move || fill.set(Some(task()))),
+        Box::new(move || {
+            if let Some(r) = take.take() {
+                done(r)
+            }
+        }),
+        env,
+    );
+    match started {
+        Ok(Some(h)) => Outcome::Suspended(h),
+        Ok(None) => match slot.take() {
+            Some(r) => Outcome::Done(r),
+            // Overflowed before finishing: the executor logged it.
+            None => Outcome::Failed,
+        },
+        Err(e) => {
+            // SAFETY: env.log is the request's live log.
+            unsafe { crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, env.log, format!("python: {e}").as_bytes()) };
+            Outcome::Failed
+        }
+    }
+}
+
+pub fn run_nonsuspending<R>(task: impl FnOnce() -> R) -> R {
+    wait::nonsuspending(task)
+}
+
+/// Installs the cooperative time.sleep / socket / resolver functions.
+pub fn install(py: Python<'_>) -> PyResult<()> {
+    let sys_modules = py.import("sys")?.getattr("modules")?;
+    let native = PyModule::new(py, "_ngx_unblock")?;
+    pymodule::_ngx_unblock(&native)?;
+    sys_modules.set_item("_ngx_unblock", &native)?;
+    let code = std::ffi::CString::new(include_str!("cooperative.py")).expect("no NUL in cooperative.py");
+    let module = PyModule::from_code(py, &code, c"nginx-python/cooperative.py", c"_ngx_cooperative")?;
+    sys_modules.set_item("_ngx_cooperative", &module)?;
+    module.call_method0("install")?;
+    py.import("ngx")?.setattr("Cancelled", native.getattr("Cancelled")?)?;
+    Ok(())
+}
+
+pub fn set_stack_size(size: usize) {
+    coroutine::set_stack_size(size);
+}
+
+/// Worker exit: waiting handlers get `ngx.Cancelled` and unwind.
+pub fn exit_process() {
+    coroutine::cancel_all();
+}

@@ -1,0 +1,265 @@
+//! Coroutines: a handler on its own C stack, resumable from nginx events.
+//!
+//! Ownership: a `Coroutine` is boxed and owned by the executor from `spawn`
+//! until it finishes (or is abandoned after a stack overflow); callers hold
+//! a `Handle` (a raw pointer that is valid while `is_live`). Its stack goes
+//! back to the per-worker pool when it finishes; its thread state is deleted.
+//!
+//! Switching: `resume` (nginx's stack) jumps into the coroutine; `suspend`
+//! (the coroutine's stack) jumps back. Around each resume the coroutine's
+//! thread state is made current and `CURRENT` names it.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+
+use context::stack::ProtectedFixedSizeStack;
+use context::{Context, Transfer};
+
+use super::guard;
+use super::tstate::{self, ThreadState};
+
+/// Why a suspended coroutine was resumed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wake {
+    /// What it waited for happened.
+    Ready,
+    /// Its timer expired first.
+    Timeout,
+    /// Its request/session ended or the worker is exiting: unwind now.
+    Cancelled,
+}
+
+pub struct Coroutine {
+    /// Where to resume it (while suspended).
+    context: Option<Context>,
+    /// Where to return to when it suspends or finishes (while running).
+    caller: Option<Context>,
+    stack: Option<ProtectedFixedSizeStack>,
+    tstate: Option<ThreadState>,
+    task: Option<Box<dyn FnOnce()>>,
+    /// Run on nginx's stack when a coroutine that suspended finishes.
+    on_done: Option<Box<dyn FnOnce()>>,
+    wake: Wake,
+    pub cancelled: bool,
+    finished: bool,
+    overflowed: bool,
+    /// What the coroutine's owner attaches (e.g. the resolver to use).
+    pub env: Env,
+}
+
+pub use crate::executor::Env;
+
+/// A reference to a live coroutine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Handle(*mut Coroutine);
+
+thread_local! {
+    static CURRENT: Cell<*mut Coroutine> = const { Cell::new(ptr::null_mut()) };
+    static LIVE: RefCell<Vec<*mut Coroutine>> = const { RefCell::new(Vec::new()) };
+    static STACKS: RefCell<Vec<ProtectedFixedSizeStack>> = const { RefCell::new(Vec::new()) };
+    static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
+}
+
+/// Default C stack per suspended handler; see README "python_stack_size".
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+/// Stacks kept for reuse per worker beyond those in use.
+const POOLED_STACKS: usize = 64;
+
+pub fn set_stack_size(size: usize) {
+    STACK_SIZE.set(size);
+}
+
+/// The coroutine running now, if any.
+pub fn current() -> Option<Handle> {
+    let c = CURRENT.get();
+    (!c.is_null()).then_some(Handle(c))
+}
+
+fn take_stack() -> Result<ProtectedFixedSizeStack, String> {
+    let size = STACK_SIZE.get();
+    if let Some(s) = STACKS.with_borrow_mut(|p| p.pop()) {
+        if s.len() >= size {
+            return Ok(s);
+        }
+    }
+    ProtectedFixedSizeStack::new(size).map_err(|e| format!("cannot allocate a {size}-byte stack: {e}"))
+}
+
+fn give_back_stack(s: ProtectedFixedSizeStack) {
+    STACKS.with_borrow_mut(|p| {
+        if p.len() < POOLED_STACKS {
+            p.push(s)
+        }
+    });
+}
+
+/// Runs `task` as a new coroutine until it finishes or first suspends.
+/// Returns None when it finished, else its handle; `on_done` runs (on
+/// nginx's stack) when a suspended coroutine later finishes uncancelled.
+pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> Result<Option<Handle>, String> {
+    let stack = take_stack()?;
+    guard::install();
+    // SAFETY: the stack is ours until the coroutine finishes; `entry` never
+    // returns (it jumps back to the caller when done).
+    let context = unsafe { Context::new(&stack, entry) };
+    let co = Box::into_raw(Box::new(Coroutine {
+        context: Some(context),
+        caller: None,
+        stack: Some(stack),
+        tstate: Some(ThreadState::new()),
+        task: Some(task),
+        on_done: Some(on_done),
+        wake: Wake::Ready,
+        cancelled: false,
+        finished: false,
+        overflowed: false,
+        env,
+    }));
+    LIVE.with_borrow_mut(|l| l.push(co));
+    let h = Handle(co);
+    h.resume(Wake::Ready);
+    Ok(h.is_live().then_some(h))
+}
+
+extern "C" fn entry(t: Transfer) -> ! {
+    let co = t.data as *mut Coroutine;
+    // SAFETY: `resume` passed its live coroutine; we run on its stack.
+    unsafe {
+        (*co).caller = Some(t.context);
+        if let Some(task) = (*co).task.take() {
+            // A panic must not unwind across the context switch.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+                crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, (*co).env.log, b"python: handler panicked");
+            }
+        }
+        (*co).finished = true;
+        let caller = (*co).caller.take().expect("a running coroutine has a caller");
+        caller.resume(0);
+    }
+    unreachable!("a finished coroutine is never resumed");
+}
+
+impl Handle {
+    pub(super) fn raw(self) -> *mut Coroutine {
+        self.0
+    }
+    pub(super) fn wrap(p: *mut Coroutine) -> Handle {
+        Handle(p)
+    }
+
+    pub fn is_live(self) -> bool {
+        LIVE.with_borrow(|l| l.contains(&self.0))
+    }
+
+    fn co(&self) -> &mut Coroutine {
+        // SAFETY: handles are only used while live (checked by callers).
+        unsafe { &mut *self.0 }
+    }
+
+    pub fn env(self) -> Env {
+        self.co().env
+    }
+
+    pub fn cancelled(self) -> bool {
+        self.co().cancelled
+    }
+
+    /// Continues a suspended coroutine (from nginx's stack) until it
+    /// suspends again or finishes; a finished one is released here.
+    pub fn resume(self, wake: Wake) {
+        if !self.is_live() {
+            return;
+        }
+        let co = self.co();
+        let Some(context) = co.context.take() else { return }; // running now
+        co.wake = wake;
+        let prev_current = CURRENT.replace(self.0);
+        let prev_ts = co.tstate.as_ref().expect("live coroutine has a thread state").enter();
+        let stack = co.stack.as_ref().expect("live coroutine has a stack");
+        let prev_guard = guard::enter(stack.bottom() as usize);
+        // SAFETY: `context` is where the coroutine last suspended (or its
+        // start); it returns here when it suspends, finishes or overflows.
+        let t = unsafe { context.resume(self.0 as usize) };
+        guard::leave(prev_guard);
+        tstate::restore(prev_ts);
+        CURRENT.set(prev_current);
+        let co = self.co();
+        if guard::overflowed(t.data) {
+            co.overflowed = true;
+        } else if !co.finished {
+            co.context = Some(t.context);
+            return;
+        }
+        self.release();
+    }
+
+    /// Cancels: the waiting call raises in the handler, which then runs to
+    /// its end (its `finally` blocks) without waiting again; `on_done` is
+    /// not called.
+    pub fn cancel(self) {
+        if !self.is_live() {
+            return;
+        }
+        self.co().cancelled = true;
+        self.co().on_done = None;
+        self.resume(Wake::Cancelled);
+    }
+
+    fn release(self) {
+        LIVE.with_borrow_mut(|l| l.retain(|&c| c != self.0));
+        // SAFETY: removed from LIVE: this is the only owner now.
+        let mut co = unsafe { Box::from_raw(self.0) };
+        let on_done = co.on_done.take();
+        if co.overflowed {
+            let size = co.stack.as_ref().map_or(0, |s| s.len());
+            let msg = format!(
+                "python: the handler overflowed its {size}-byte C stack and was abandoned (raise python_stack_size)"
+            );
+            // SAFETY: the env's log outlives the coroutine.
+            unsafe { crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, co.env.log, msg.as_bytes()) };
+            // Its frames may be half-updated: never clear or reuse them.
+            if let Some(ts) = co.tstate.take() {
+                ts.abandon();
+            }
+        } else if let Some(s) = co.stack.take() {
+            give_back_stack(s);
+        }
+        drop(co);
+        if let Some(f) = on_done {
+            f();
+        }
+    }
+}
+
+/// From inside a coroutine: gives control back to nginx until resumed.
+/// Returns why it was resumed. Cancelled coroutines do not wait.
+pub fn suspend() -> Wake {
+    let Some(h) = current() else { return Wake::Cancelled };
+    let co = h.co();
+    if co.cancelled {
+        return Wake::Cancelled;
+    }
+    let caller = co.caller.take().expect("a running coroutine has a caller");
+    // SAFETY: jumps back into `resume` on nginx's stack; it comes back here.
+    let t = unsafe { caller.resume(0) };
+    let co = h.co();
+    co.caller = Some(t.context);
+    if co.cancelled {
+        Wake::Cancelled
+    } else {
+        co.wake
+    }
+}
+
+/// Worker exit: cancel every live coroutine so their `finally` blocks run.
+pub fn cancel_all() {
+    let live: Vec<*mut Coroutine> = LIVE.with_borrow(|l| l.clone());
+    for c in live {
+        Handle(c).cancel();
+    }
+}
+
+/// Overflow: the signal handler jumps back to `resume` with this context.
+pub(super) fn caller_of_current() -> Option<Context> {
+    current().and_then(|h| h.co().caller.take())
+}

@@ -1,0 +1,150 @@
+//! The one primitive everything cooperative is built on: suspend the
+//! running coroutine until an nginx event (a timer, a readable or writable
+//! fd) or cancellation, then say which.
+
+use std::cell::Cell;
+use std::os::raw::c_void;
+
+use super::coroutine::{self, Handle, Wake};
+use crate::ffi::{self, ngx_connection_t, ngx_event_t};
+
+thread_local! {
+    /// >0 while a handler that must not suspend runs (python_set/python_log).
+    static NO_SUSPEND: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Where the calling Python code runs, for functions that may block.
+pub enum Place {
+    /// In a coroutine: wait on nginx's event loop.
+    Coroutine(Handle),
+    /// In python_set / python_log: waiting is an error.
+    NoSuspend,
+    /// Configuration time (or anything outside handlers): really block.
+    Outside,
+}
+
+pub fn place() -> Place {
+    if NO_SUSPEND.get() > 0 {
+        return Place::NoSuspend;
+    }
+    match coroutine::current() {
+        Some(h) => Place::Coroutine(h),
+        None => Place::Outside,
+    }
+}
+
+/// Runs `f` where suspending is refused.
+pub fn nonsuspending<R>(f: impl FnOnce() -> R) -> R {
+    NO_SUSPEND.set(NO_SUSPEND.get() + 1);
+    let r = f();
+    NO_SUSPEND.set(NO_SUSPEND.get() - 1);
+    r
+}
+
+fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
+    let log = h.env().log;
+    // SAFETY: ngx_cycle is set for the worker's life.
+    if log.is_null() { unsafe { (*ffi::ngx_cycle).log } } else { log }
+}
+
+unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
+    Handle::from_raw((*ev).data).resume(Wake::Ready);
+}
+
+/// Suspends `h` (the running coroutine) for `ms` milliseconds.
+pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
+    // The event lives on the coroutine's own stack, which stays put while
+    // it is suspended; it is off the timer tree before this returns.
+    let mut ev: ngx_event_t = unsafe { std::mem::zeroed() };
+    ev.handler = Some(timer_fired);
+    ev.data = h.as_raw();
+    ev.log = log_of(h);
+    // SAFETY: `ev` outlives its registration (deleted below).
+    unsafe { ffi::ngx_python_add_timer(&mut ev, ms) };
+    let wake = coroutine::suspend();
+    unsafe { ffi::ngx_python_del_timer(&mut ev) };
+    wake
+}
+
+/// An nginx connection wrapping a socket fd that Python owns, so the
+/// coroutine can wait for it on nginx's event loop. `c->data` points here.
+pub struct FdWaiter {
+    conn: *mut ngx_connection_t,
+    waiting: Option<Handle>,
+}
+
+unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
+    let c = (*ev).data as *mut ngx_connection_t;
+    let w = &mut *((*c).data as *mut FdWaiter);
+    // Edge-triggered events also fire when nobody waits: `ready` keeps it.
+    if let Some(h) = w.waiting {
+        h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+    }
+}
+
+impl FdWaiter {
+    /// None when nginx has no free connection (worker_connections).
+    pub fn new(fd: i32, log: *mut ffi::ngx_log_t) -> Option<Box<FdWaiter>> {
+        // SAFETY: `fd` is an open socket owned by the caller.
+        unsafe {
+            let c = ffi::ngx_get_connection(fd, log);
+            if c.is_null() {
+                return None;
+            }
+            let mut w = Box::new(FdWaiter { conn: c, waiting: None });
+            (*c).data = &mut *w as *mut FdWaiter as *mut c_void;
+            for ev in [(*c).read, (*c).write] {
+                (*ev).handler = Some(io_ready);
+                (*ev).log = log;
+            }
+            (*c).log = log;
+            (*(*c).write).set_ready(1); // a fresh socket is writable
+            Some(w)
+        }
+    }
+
+    /// Suspends `h` until the fd is readable (`write` false) or writable,
+    /// or `timeout_ms` passes. The caller saw EAGAIN just before.
+    pub fn wait(&mut self, h: Handle, write: bool, timeout_ms: Option<ffi::ngx_msec_t>) -> Wake {
+        // SAFETY: the connection is ours until `drop`.
+        unsafe {
+            let ev = if write { (*self.conn).write } else { (*self.conn).read };
+            (*ev).set_ready(0);
+            let rc = if write { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
+            if rc != ffi::OK {
+                return Wake::Cancelled;
+            }
+            if let Some(ms) = timeout_ms {
+                ffi::ngx_python_add_timer(ev, ms);
+            }
+            self.waiting = Some(h);
+            let wake = coroutine::suspend();
+            self.waiting = None;
+            ffi::ngx_python_del_timer(ev);
+            (*ev).set_timedout(0);
+            wake
+        }
+    }
+}
+
+impl Drop for FdWaiter {
+    fn drop(&mut self) {
+        // SAFETY: releases what `new` took; the fd itself is Python's to close.
+        unsafe {
+            ffi::ngx_python_close_events(self.conn);
+            ffi::ngx_free_connection(self.conn);
+            (*self.conn).fd = -1;
+        }
+    }
+}
+
+impl Handle {
+    pub fn as_raw(self) -> *mut c_void {
+        self.raw() as *mut c_void
+    }
+    /// # Safety
+    /// `p` must come from `as_raw` of a handle (it is checked for liveness).
+    pub unsafe fn from_raw(p: *mut c_void) -> Handle {
+        Handle::wrap(p as *mut coroutine::Coroutine)
+    }
+}
