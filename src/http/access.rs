@@ -30,6 +30,10 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     if let Some(rc) = ctx.access_rc.take() {
         return rc; // the handlers finished after suspending
     }
+    if let Some(h) = ctx.waiting.get() {
+        ctx.waiting.set(Some(h));
+        return ffi::DONE; // still waiting (a stray event re-ran the phase)
+    }
     let done = move |rc: ngx_int_t| {
         // SAFETY: `done` runs only while the request lives (its end cancels).
         unsafe {
@@ -41,11 +45,17 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             ffi::ngx_http_run_posted_requests((*r).connection);
         }
     };
-    match executor::run(env(r), move || run_handlers(r), done) {
+    // Set before running: what the handler arms while it runs (e.g. a
+    // write handler in r.send) must win.
+    suspend_request(r);
+    let outcome = executor::run(env(r), move || run_handlers(r), done);
+    if !matches!(outcome, Outcome::Suspended(_)) {
+        wake_request(r);
+    }
+    match outcome {
         Outcome::Done(rc) => rc,
         Outcome::Suspended(h) => {
             ctx.waiting.set(Some(h));
-            suspend_request(r);
             ffi::DONE
         }
         Outcome::Failed => SERVER_ERROR,

@@ -41,12 +41,12 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
             ffi::ngx_http_run_posted_requests((*r).connection);
         }
     };
+    // Set before running: what the handler arms while it runs (e.g. a
+    // write handler in r.send) must win.
+    suspend_request(r);
     match executor::run(env(r), move || run_handler(r), done) {
         Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, rc),
-        Outcome::Suspended(h) => {
-            ctx.waiting.set(Some(h));
-            suspend_request(r);
-        }
+        Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
         Outcome::Failed => ffi::ngx_http_finalize_request(r, failed(r)),
     }
 }

@@ -1,8 +1,14 @@
 //! Sending the response from Python: `r.sendHeader()` and `r.send()`.
+//!
+//! Memory stays bounded while streaming: each piece is copied into a pool
+//! allocation that is freed (`ngx_pfree`) as soon as nginx has written it
+//! out; in unblock builds `r.send` also waits (suspends) while the client
+//! connection is busy, so a handler cannot queue more than nginx can send.
 
 use pyo3::exceptions::{PyConnectionError, PyMemoryError};
 use pyo3::prelude::*;
 
+use crate::executor;
 use crate::ffi::{self, ngx_http_request_t};
 
 /// Sends the header; status 200 unless the handler set one.
@@ -24,7 +30,7 @@ pub unsafe fn send_header(r: *mut ngx_http_request_t) -> PyResult<()> {
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: bool) -> PyResult<()> {
+pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: bool, pending: &mut Vec<*mut u8>) -> PyResult<()> {
     if (*r).header_sent() == 0 {
         send_header(r)?;
     }
@@ -39,7 +45,7 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
         return Err(PyMemoryError::new_err("no memory for a buffer"));
     }
     if !data.is_empty() {
-        let p = ffi::ngx_pnalloc((*r).pool, data.len()) as *mut u8;
+        let p = ffi::ngx_palloc((*r).pool, data.len()) as *mut u8;
         if p.is_null() {
             return Err(PyMemoryError::new_err("no memory for the body"));
         }
@@ -49,6 +55,7 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
         (*b).start = p;
         (*b).end = (*b).last;
         (*b).set_memory(1);
+        pending.push(p);
     } else {
         (*b).set_sync(1);
     }
@@ -62,7 +69,93 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
     if rc == ffi::ERROR {
         return Err(PyConnectionError::new_err("sending the response body failed"));
     }
+    while busy(r) {
+        match executor::suspend_current(|h| wait_writable(r, h)) {
+            Some(true) => {}
+            Some(false) => {
+                forget_writer(r);
+                return Err(executor::cancelled_error());
+            }
+            None => return Ok(()), // cannot wait here: nginx keeps it queued
+        }
+    }
+    // Everything queued so far is on the wire: its memory can go.
+    for p in pending.drain(..) {
+        ffi::ngx_pfree((*r).pool, p as *mut std::os::raw::c_void);
+    }
     Ok(())
+}
+
+/// Output still queued in nginx (filters or the socket).
+unsafe fn busy(r: *mut ngx_http_request_t) -> bool {
+    (*r).buffered() != 0 || !(*r).postponed.is_null() || (r == (*r).main && (*(*r).connection).buffered() != 0)
+}
+
+thread_local! {
+    /// The coroutine waiting in `send` for each busy request (few at once).
+    static WRITERS: std::cell::RefCell<Vec<(*mut ngx_http_request_t, executor::Handle)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Arms the client connection's write event for the suspended `send` of `h`.
+unsafe fn wait_writable(r: *mut ngx_http_request_t, h: executor::Handle) {
+    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>((*r).main, &*(&raw const ffi::ngx_http_core_module));
+    let wev = (*(*r).connection).write;
+    WRITERS.with_borrow_mut(|w| w.push((r, h)));
+    (*r).write_event_handler = Some(on_writable);
+    if (*wev).delayed() == 0 {
+        ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
+    }
+    if ffi::ngx_handle_write_event(wev, (*clcf).send_lowat) != ffi::OK {
+        ffi::ngx_http_close_request(r, 0);
+    }
+}
+
+/// The client connection is writable (or timed out): flush nginx's queue;
+/// once it is empty, the waiting `send` goes on. A timeout or an error ends
+/// the request, which cancels the handler.
+unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
+    let c = (*r).connection;
+    let wev = (*c).write;
+    if (*wev).timedout() != 0 {
+        ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client timed out");
+        (*c).set_timedout(1);
+        forget_writer(r);
+        ffi::ngx_http_finalize_request(r, ffi::NGX_HTTP_REQUEST_TIME_OUT as ffi::ngx_int_t);
+        return;
+    }
+    if ffi::ngx_http_output_filter(r, std::ptr::null_mut()) == ffi::ERROR {
+        forget_writer(r);
+        ffi::ngx_http_finalize_request(r, ffi::ERROR);
+        return;
+    }
+    if busy(r) {
+        wait_writable_again(r);
+        return;
+    }
+    ffi::ngx_python_del_timer(wev);
+    (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
+    if let Some(h) = forget_writer(r) {
+        h.wake();
+    }
+}
+
+unsafe fn wait_writable_again(r: *mut ngx_http_request_t) {
+    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>((*r).main, &*(&raw const ffi::ngx_http_core_module));
+    let wev = (*(*r).connection).write;
+    if (*wev).delayed() == 0 {
+        ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
+    }
+    if ffi::ngx_handle_write_event(wev, (*clcf).send_lowat) != ffi::OK {
+        ffi::ngx_http_close_request(r, 0);
+    }
+}
+
+fn forget_writer(r: *mut ngx_http_request_t) -> Option<executor::Handle> {
+    WRITERS.with_borrow_mut(|w| {
+        let i = w.iter().position(|(q, _)| *q == r)?;
+        Some(w.swap_remove(i).1)
+    })
 }
 
 /// Completes the response after a content handler returned: the header if
@@ -82,7 +175,7 @@ pub unsafe fn finish(r: *mut ngx_http_request_t, body_finished: bool) -> ffi::ng
     if body_finished || (*r).header_only() != 0 {
         return ffi::OK;
     }
-    match send(r, &[], false, true) {
+    match send(r, &[], false, true, &mut Vec::new()) {
         Ok(()) => ffi::OK,
         Err(_) => ffi::ERROR,
     }

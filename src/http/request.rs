@@ -28,6 +28,8 @@ pub struct Request {
     args: OnceCell<Py<PyAny>>,
     /// `r.send(..., SEND_LAST)` happened: the body is complete.
     pub(super) finished: Cell<bool>,
+    /// Body pieces nginx has not written out yet (freed once it has).
+    pending: std::cell::RefCell<Vec<*mut u8>>,
 }
 
 /// The module's per-request context, owned by the request's pool: the one
@@ -66,7 +68,7 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     }
     let obj = Py::new(
         py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false) },
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), pending: Default::default() },
     )?;
     let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
@@ -195,8 +197,11 @@ impl Request {
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let last = flags & SEND_LAST != 0;
+        let mut pending = self.pending.take();
         // SAFETY: live request.
-        unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last)? };
+        let sent = unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, &mut pending) };
+        self.pending.replace(pending);
+        sent?;
         if last {
             self.finished.set(true);
         }

@@ -28,6 +28,11 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
 /// # Safety
 /// `log` must be a live nginx log.
 pub unsafe fn log_exception(py: Python<'_>, log: *mut ffi::ngx_log_t, what: &str, err: &PyErr) {
+    if crate::executor::is_cancellation(py, err) {
+        let msg = format!("{what}: stopped waiting: the request or session ended");
+        ffi::log_error(ffi::NGX_LOG_INFO as ffi::ngx_uint_t, log, msg.as_bytes());
+        return;
+    }
     let msg = format!("{what}: {}", format_exception(py, err));
     ffi::log_error(ffi::NGX_LOG_ERR as ffi::ngx_uint_t, log, shorten_middle(&msg, MAX_TRACEBACK).as_bytes());
 }

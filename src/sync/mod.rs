@@ -14,6 +14,22 @@ impl Handle {
     pub fn cancel(self) {
         match self {}
     }
+    pub fn wake(self) {
+        match self {}
+    }
+}
+
+/// Nothing can wait in this build.
+pub fn suspend_current(_arm: impl FnOnce(Handle)) -> Option<bool> {
+    None
+}
+
+pub fn cancelled_error() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("cancelled")
+}
+
+pub fn is_cancellation(_py: Python<'_>, _err: &PyErr) -> bool {
+    false
 }
 
 #[inline]

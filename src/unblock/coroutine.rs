@@ -160,6 +160,11 @@ impl Handle {
         self.co().env
     }
 
+    /// Resumes a coroutine suspended by `suspend_current`.
+    pub fn wake(self) {
+        self.resume(Wake::Ready);
+    }
+
     pub fn cancelled(self) -> bool {
         self.co().cancelled
     }

@@ -45,6 +45,30 @@ pub fn run<R: 'static>(env: Env, task: impl FnOnce() -> R + 'static, done: impl 
     }
 }
 
+/// Suspends the running handler after `arm` registered who wakes it
+/// (`Handle::wake`). Some(true): woken; Some(false): cancelled (the request
+/// ended); None: not in a handler that can wait.
+pub fn suspend_current(arm: impl FnOnce(Handle)) -> Option<bool> {
+    match wait::place() {
+        wait::Place::Coroutine(h) if h.cancelled() => Some(false),
+        wait::Place::Coroutine(h) => {
+            arm(h);
+            Some(coroutine::suspend() != coroutine::Wake::Cancelled)
+        }
+        _ => None,
+    }
+}
+
+pub fn cancelled_error() -> PyErr {
+    pymodule::cancelled()
+}
+
+/// Whether `err` is the `ngx.Cancelled` a waiting handler gets when its
+/// request or session ends (logged at info, not as an error).
+pub fn is_cancellation(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pymodule::Cancelled>(py)
+}
+
 pub fn run_nonsuspending<R>(task: impl FnOnce() -> R) -> R {
     wait::nonsuspending(task)
 }
