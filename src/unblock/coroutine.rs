@@ -10,6 +10,7 @@
 //! thread state is made current and `CURRENT` names it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::ptr;
 
 use context::stack::ProtectedFixedSizeStack;
@@ -37,8 +38,10 @@ pub struct Coroutine {
     stack: Option<ProtectedFixedSizeStack>,
     tstate: Option<ThreadState>,
     task: Option<Box<dyn FnOnce()>>,
-    /// Run on nginx's stack when a coroutine that suspended finishes.
+    /// Run on nginx's stack when a coroutine that suspended finishes (one
+    /// that finishes without ever suspending reports to `spawn`'s caller).
     on_done: Option<Box<dyn FnOnce()>>,
+    suspended_once: bool,
     wake: Wake,
     pub cancelled: bool,
     finished: bool,
@@ -55,7 +58,7 @@ pub struct Handle(*mut Coroutine);
 
 thread_local! {
     static CURRENT: Cell<*mut Coroutine> = const { Cell::new(ptr::null_mut()) };
-    static LIVE: RefCell<Vec<*mut Coroutine>> = const { RefCell::new(Vec::new()) };
+    static LIVE: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
     static STACKS: RefCell<Vec<ProtectedFixedSizeStack>> = const { RefCell::new(Vec::new()) };
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
 }
@@ -109,13 +112,14 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
         tstate: Some(ThreadState::new()),
         task: Some(task),
         on_done: Some(on_done),
+        suspended_once: false,
         wake: Wake::Ready,
         cancelled: false,
         finished: false,
         overflowed: false,
         env,
     }));
-    LIVE.with_borrow_mut(|l| l.push(co));
+    LIVE.with_borrow_mut(|l| l.insert(co as usize));
     let h = Handle(co);
     h.resume(Wake::Ready);
     Ok(h.is_live().then_some(h))
@@ -128,7 +132,8 @@ extern "C" fn entry(t: Transfer) -> ! {
         (*co).caller = Some(t.context);
         if let Some(task) = (*co).task.take() {
             // A panic must not unwind across the context switch.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+            let run = || tstate::isolated(task);
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
                 crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, (*co).env.log, b"python: handler panicked");
             }
         }
@@ -148,7 +153,7 @@ impl Handle {
     }
 
     pub fn is_live(self) -> bool {
-        LIVE.with_borrow(|l| l.contains(&self.0))
+        LIVE.with_borrow(|l| l.contains(&(self.0 as usize)))
     }
 
     fn co(&self) -> &mut Coroutine {
@@ -211,10 +216,10 @@ impl Handle {
     }
 
     fn release(self) {
-        LIVE.with_borrow_mut(|l| l.retain(|&c| c != self.0));
+        LIVE.with_borrow_mut(|l| l.remove(&(self.0 as usize)));
         // SAFETY: removed from LIVE: this is the only owner now.
         let mut co = unsafe { Box::from_raw(self.0) };
-        let on_done = co.on_done.take();
+        let on_done = co.on_done.take().filter(|_| co.suspended_once);
         if co.overflowed {
             let size = co.stack.as_ref().map_or(0, |s| s.len());
             let msg = format!(
@@ -226,8 +231,13 @@ impl Handle {
             if let Some(ts) = co.tstate.take() {
                 ts.abandon();
             }
-        } else if let Some(s) = co.stack.take() {
-            give_back_stack(s);
+        } else {
+            if let Some(s) = co.stack.take() {
+                give_back_stack(s);
+            }
+            if let Some(ts) = co.tstate.take() {
+                ts.recycle();
+            }
         }
         drop(co);
         if let Some(f) = on_done {
@@ -245,6 +255,7 @@ pub fn suspend() -> Wake {
         return Wake::Cancelled;
     }
     let caller = co.caller.take().expect("a running coroutine has a caller");
+    co.suspended_once = true;
     // SAFETY: jumps back into `resume` on nginx's stack; it comes back here.
     let t = unsafe { caller.resume(0) };
     let co = h.co();
@@ -258,9 +269,9 @@ pub fn suspend() -> Wake {
 
 /// Worker exit: cancel every live coroutine so their `finally` blocks run.
 pub fn cancel_all() {
-    let live: Vec<*mut Coroutine> = LIVE.with_borrow(|l| l.clone());
+    let live: Vec<usize> = LIVE.with_borrow(|l| l.iter().copied().collect());
     for c in live {
-        Handle(c).cancel();
+        Handle(c as *mut Coroutine).cancel();
     }
 }
 

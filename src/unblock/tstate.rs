@@ -64,15 +64,35 @@ pub fn gilstate_supported() -> bool {
     auto_tss_key().is_some()
 }
 
-/// A coroutine's own thread state. Created on the worker's thread, deleted
-/// when the coroutine is done.
+thread_local! {
+    /// Thread states of finished coroutines, kept for reuse: a new one costs
+    /// an mmap'ed frame stack that `PyThreadState_Delete` unmaps again.
+    static POOL: std::cell::RefCell<Vec<ThreadState>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+const POOLED: usize = 256;
+
+/// A coroutine's own thread state, taken from the per-worker pool (or
+/// created) when the coroutine starts and given back when it is done.
 pub struct ThreadState(*mut ffi::PyThreadState);
 
 impl ThreadState {
     pub fn new() -> ThreadState {
         auto_tss_key();
+        if let Some(ts) = POOL.with_borrow_mut(|p| p.pop()) {
+            return ts;
+        }
         // SAFETY: GIL held; the interpreter is the one running.
         ThreadState(unsafe { ffi::PyThreadState_New(ffi::PyInterpreterState_Get()) })
+    }
+
+    /// Back to the pool (or deleted). Only for a state whose task has ended
+    /// through `isolated`, so nothing of the task is left in it.
+    pub fn recycle(self) {
+        POOL.with_borrow_mut(|p| {
+            if p.len() < POOLED {
+                p.push(self);
+            }
+        });
     }
 
     /// Makes this the current state (for the eval loop and for
@@ -86,6 +106,29 @@ impl ThreadState {
     /// frames may be inconsistent): leaks it, deliberately.
     pub fn abandon(self) {
         std::mem::forget(self);
+    }
+}
+
+/// Runs a handler's task in the current (coroutine) thread state so that it
+/// leaves nothing behind for the next task using the same state: a fresh
+/// contextvars context, and its threading.local data cleared afterwards.
+pub fn isolated(task: impl FnOnce()) {
+    // SAFETY: GIL held; runs on the coroutine whose state is current.
+    unsafe {
+        let ctx = ffi::PyContext_New();
+        let entered = !ctx.is_null() && ffi::PyContext_Enter(ctx) == 0;
+        task();
+        if entered {
+            ffi::PyContext_Exit(ctx);
+        }
+        if !ctx.is_null() {
+            ffi::Py_DECREF(ctx);
+        }
+        let dict = ffi::PyThreadState_GetDict();
+        if !dict.is_null() {
+            ffi::PyDict_Clear(dict);
+        }
+        ffi::PyErr_Clear();
     }
 }
 
