@@ -18,7 +18,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module run test test-sync test-unblock cargo-test bench deps clean FORCE
+.PHONY: module run test test-sync test-unblock cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -53,7 +53,12 @@ test-sync:
 	$(MAKE) module
 	TEST_NGINX_BINARY=$(CURDIR)/build/sync/objs/nginx $(PYTHON) t
 
-test: deps cargo-test test-sync
+test-unblock:
+	$(MAKE) module FEATURES=unblock
+	TEST_NGINX_BINARY=$(CURDIR)/build/unblock/objs/nginx $(PYTHON) t
+
+# Both flavours; the suite's last line is "N passed, N failed, N skipped".
+test: deps cargo-test test-sync test-unblock
 
 bench: module
 	$(PYTHON) tools/bench.py $(NGINX)
