@@ -24,8 +24,10 @@ ngx_python_post_event(ngx_event_t *ev)
 }
 
 void
-ngx_python_close_events(ngx_connection_t *c)
+ngx_python_close_events(ngx_connection_t *c, ngx_uint_t closing)
 {
+    ngx_uint_t  flags = closing ? NGX_CLOSE_EVENT : 0;
+
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
     }
@@ -33,10 +35,10 @@ ngx_python_close_events(ngx_connection_t *c)
         ngx_del_timer(c->write);
     }
     if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        ngx_del_event(c->read, NGX_READ_EVENT, flags);
     }
     if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        ngx_del_event(c->write, NGX_WRITE_EVENT, flags);
     }
     if (c->read->posted) {
         ngx_delete_posted_event(c->read);

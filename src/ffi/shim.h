@@ -15,8 +15,9 @@ void ngx_python_add_timer(ngx_event_t *ev, ngx_msec_t timer);
 void ngx_python_del_timer(ngx_event_t *ev);
 ngx_int_t ngx_python_post_event(ngx_event_t *ev);
 
-/* Detach a connection we did not create from the event loop before its fd
- * is closed by its owner (Python): events, timers, posted events. */
-void ngx_python_close_events(ngx_connection_t *c);
+/* Detach a connection whose fd Python owns from the event loop: events,
+ * timers, posted events. `closing`: the fd is closed (or about to be), so
+ * the kernel drops it from epoll by itself. */
+void ngx_python_close_events(ngx_connection_t *c, ngx_uint_t closing);
 
 #endif

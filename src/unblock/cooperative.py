@@ -158,6 +158,47 @@ class socket(_stdsocket):
         return super().detach()
 
 
+def _ssl_socket_class():
+    """ssl.SSLSocket over the cooperative socket: the TLS calls that would
+    block (SSLWantRead/WriteError on the non-blocking fd) wait and retry."""
+    import ssl
+
+    class SSLSocket(ssl.SSLSocket, socket):
+        __slots__ = ()
+
+        def _ssl_retry(self, op, *args):
+            deadline = None
+            while True:
+                try:
+                    return op(*args)
+                except ssl.SSLWantReadError:
+                    write = False
+                except ssl.SSLWantWriteError:
+                    write = True
+                if self._ngx_timeout == 0.0:
+                    raise
+                if deadline is None:
+                    deadline = self._deadline()
+                self._wait(write, deadline)
+
+        def do_handshake(self, block=False):
+            return self._ssl_retry(super().do_handshake, block)
+
+        def read(self, len=1024, buffer=None):
+            return self._ssl_retry(super().read, len, buffer)
+
+        def write(self, data):
+            return self._ssl_retry(super().write, data)
+
+        def send(self, data, flags=0):
+            return self._ssl_retry(super().send, data, flags)
+
+        def unwrap(self):
+            return self._ssl_retry(super().unwrap)
+
+    return ssl, SSLSocket
+
+
 # -- name resolution --------------------------------------------------------
 
 def _numeric(host):
@@ -258,3 +299,5 @@ def install():
     _socket_module.gethostbyname = gethostbyname
     _socket_module.gethostbyname_ex = gethostbyname_ex
     _time.sleep = _u.sleep
+    ssl, ssl_socket = _ssl_socket_class()
+    ssl.SSLContext.sslsocket_class = ssl_socket

@@ -64,7 +64,7 @@ thread_local! {
 }
 
 /// Default C stack per suspended handler; see README "python_stack_size".
-pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+pub const DEFAULT_STACK_SIZE: usize = 1024 * 1024;
 /// Stacks kept for reuse per worker beyond those in use.
 const POOLED_STACKS: usize = 64;
 
@@ -233,6 +233,7 @@ impl Handle {
             }
         } else {
             if let Some(s) = co.stack.take() {
+                log_stack_use(&s, co.env.log);
                 give_back_stack(s);
             }
             if let Some(ts) = co.tstate.take() {
@@ -243,6 +244,24 @@ impl Handle {
         if let Some(f) = on_done {
             f();
         }
+    }
+}
+
+/// With `error_log ... debug`: how deep this stack has ever been used (the
+/// lowest byte no longer zero since the kernel handed out the mapping), to
+/// size `python_stack_size`. A scan of the whole stack, so debug only.
+fn log_stack_use(s: &ProtectedFixedSizeStack, log: *mut crate::ffi::ngx_log_t) {
+    // SAFETY: the log outlives the coroutine; the stack is ours and mapped.
+    unsafe {
+        if log.is_null() || (*log).log_level < crate::ffi::NGX_LOG_DEBUG as usize {
+            return;
+        }
+        let bottom = s.bottom() as *const usize;
+        let words = s.len() / std::mem::size_of::<usize>();
+        let untouched = (0..words).take_while(|&i| *bottom.add(i) == 0).count();
+        let used = s.len() - untouched * std::mem::size_of::<usize>();
+        let msg = format!("python: stack high-water mark {used} of {} bytes", s.len());
+        crate::ffi::log_error(crate::ffi::NGX_LOG_DEBUG as usize, log, msg.as_bytes());
     }
 }
 

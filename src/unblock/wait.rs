@@ -131,7 +131,11 @@ impl Drop for FdWaiter {
     fn drop(&mut self) {
         // SAFETY: releases what `new` took; the fd itself is Python's to close.
         unsafe {
-            ffi::ngx_python_close_events(self.conn);
+            // Still open (socket.detach(): e.g. ssl wraps the same fd next):
+            // really unregister it. Already closed (a socket collected
+            // without close()): the kernel has dropped it from epoll.
+            let closed = libc::fcntl((*self.conn).fd, libc::F_GETFD) == -1;
+            ffi::ngx_python_close_events(self.conn, closed as ffi::ngx_uint_t);
             ffi::ngx_free_connection(self.conn);
             (*self.conn).fd = -1;
         }
