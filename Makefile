@@ -18,7 +18,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module run test test-sync test-unblock cargo-test bench deps clean
+.PHONY: module debian-module run test test-sync test-unblock cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -40,6 +40,19 @@ $(BUILD)/objs/Makefile: config config.make Makefile
 		--with-cc-opt=-DNGX_PYTHON_SYNC=$(SYNC) \
 		--add-module=$(CURDIR) $(NGINX_CONFIGURE_ARGS) > $(BUILD)/configure.log || \
 		{ tail -20 $(BUILD)/configure.log; exit 1; }
+
+# A dynamic module for Debian's own nginx (1.22.1, nginx-core): built with
+# nginx-dev's source and configure flags (--with-compat), loaded with
+#   load_module /path/to/build/debian/objs/ngx_python_module.so;
+debian-module: deps
+	@tools/deps nginx-dev
+	rm -rf build/debian && mkdir -p build/debian
+	cp -a /usr/share/nginx/src build/debian/nginx
+	cd build/debian/nginx && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+		--builddir=$(CURDIR)/build/debian/objs --add-dynamic-module=$(CURDIR) \
+		$(if $(filter unblock,$(FEATURES)),--with-cc-opt=-DNGX_PYTHON_SYNC=0)' > $(CURDIR)/build/debian/configure.log
+	$(MAKE) -C build/debian/nginx -f $(CURDIR)/build/debian/objs/Makefile modules
+	@echo "==> module: $(CURDIR)/build/debian/objs/ngx_python_module.so"
 
 run: module
 	@mkdir -p build/run/logs

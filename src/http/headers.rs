@@ -301,13 +301,13 @@ unsafe fn set(r: *mut ngx_http_request_t, name: &[u8], value: &[u8]) -> PyResult
         return Err(oom());
     }
     let lowcase = name.to_ascii_lowercase();
-    *h = ngx_table_elt_t {
-        hash: 1,
-        key: ffi::pool_str(pool, name).ok_or_else(oom)?,
-        value: ffi::pool_str(pool, value).ok_or_else(oom)?,
-        lowcase_key: ffi::pool_str(pool, &lowcase).ok_or_else(oom)?.data,
-        next: ptr::null_mut(),
-    };
+    // Zeroed first: the struct differs between nginx versions (`next`
+    // appeared in 1.23), and every other field starts empty.
+    *h = std::mem::zeroed();
+    (*h).hash = 1;
+    (*h).key = ffi::pool_str(pool, name).ok_or_else(oom)?;
+    (*h).value = ffi::pool_str(pool, value).ok_or_else(oom)?;
+    (*h).lowcase_key = ffi::pool_str(pool, &lowcase).ok_or_else(oom)?.data;
     if let Special::Field(field) = special(name) {
         *field(ho) = h;
         if lowcase == b"last-modified" {

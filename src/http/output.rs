@@ -107,7 +107,7 @@ unsafe fn wait_writable(r: *mut ngx_http_request_t, h: executor::Handle) {
         ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
     }
     if ffi::ngx_handle_write_event(wev, (*clcf).send_lowat) != ffi::OK {
-        ffi::ngx_http_close_request(r, 0);
+        ffi::ngx_http_finalize_request(r, ffi::ERROR);
     }
 }
 
@@ -147,7 +147,7 @@ unsafe fn wait_writable_again(r: *mut ngx_http_request_t) {
         ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
     }
     if ffi::ngx_handle_write_event(wev, (*clcf).send_lowat) != ffi::OK {
-        ffi::ngx_http_close_request(r, 0);
+        ffi::ngx_http_finalize_request(r, ffi::ERROR);
     }
 }
 
