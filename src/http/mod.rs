@@ -107,19 +107,18 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    match core_module::compile_arg(cf, 1, "r") {
-        Some(h) => {
-            (*(conf as *mut LocConf)).access.push(h);
-            ptr::null_mut()
-        }
-        None => ffi::CONF_ERROR,
-    }
+    push_handler(cf, &mut (*(conf as *mut LocConf)).access)
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    push_handler(cf, &mut (*(conf as *mut LocConf)).log)
+}
+
+/// Compiles the directive's EXPR and appends it to a level's handler list.
+unsafe fn push_handler(cf: *mut ngx_conf_t, list: &mut Vec<Handler>) -> *mut c_char {
     match core_module::compile_arg(cf, 1, "r") {
         Some(h) => {
-            (*(conf as *mut LocConf)).log.push(h);
+            list.push(h);
             ptr::null_mut()
         }
         None => ffi::CONF_ERROR,

@@ -99,10 +99,15 @@ thread_local! {
 
 /// Arms the client connection's write event for the suspended `send` of `h`.
 unsafe fn wait_writable(r: *mut ngx_http_request_t, h: executor::Handle) {
-    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>((*r).main, &*(&raw const ffi::ngx_http_core_module));
-    let wev = (*(*r).connection).write;
     WRITERS.with_borrow_mut(|w| w.push((r, h)));
     (*r).write_event_handler = Some(on_writable);
+    arm_write_event(r);
+}
+
+/// Like nginx's own writer: a send_timeout timer, and the write event.
+unsafe fn arm_write_event(r: *mut ngx_http_request_t) {
+    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>((*r).main, &*(&raw const ffi::ngx_http_core_module));
+    let wev = (*(*r).connection).write;
     if (*wev).delayed() == 0 {
         ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
     }
@@ -130,24 +135,13 @@ unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
         return;
     }
     if busy(r) {
-        wait_writable_again(r);
+        arm_write_event(r);
         return;
     }
     ffi::ngx_python_del_timer(wev);
     (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
     if let Some(h) = forget_writer(r) {
         h.wake();
-    }
-}
-
-unsafe fn wait_writable_again(r: *mut ngx_http_request_t) {
-    let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>((*r).main, &*(&raw const ffi::ngx_http_core_module));
-    let wev = (*(*r).connection).write;
-    if (*wev).delayed() == 0 {
-        ffi::ngx_python_add_timer(wev, (*clcf).send_timeout);
-    }
-    if ffi::ngx_handle_write_event(wev, (*clcf).send_lowat) != ffi::OK {
-        ffi::ngx_http_finalize_request(r, ffi::ERROR);
     }
 }
 
