@@ -10,13 +10,16 @@ use crate::text::shorten_middle;
 /// keeps its first line and its end, where the exception is.
 const MAX_TRACEBACK: usize = 1500;
 
-/// The traceback as Python prints it, without the final newline.
+/// The traceback as Python prints it, without the final newline. Text that
+/// is not valid UTF-8 (lone surrogates from surrogateescape) is shown with
+/// backslash escapes rather than lost.
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py
         .import("traceback")
         .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
         .and_then(|lines| pyo3::types::PyString::new(py, "").call_method1("join", (lines,)))
-        .and_then(|s| s.extract::<String>());
+        .and_then(|s| s.call_method1("encode", ("utf-8", "backslashreplace")))
+        .and_then(|b| Ok(String::from_utf8_lossy(b.cast::<pyo3::types::PyBytes>()?.as_bytes()).into_owned()));
     match formatted {
         Ok(s) => s.trim_end().to_string(),
         Err(_) => format!("{err}"),
