@@ -33,10 +33,19 @@ fn main() {
     println!("cargo:rustc-cfg=ngx_configured");
 
     let makefile = fs::read_to_string(objs.join("Makefile")).unwrap();
-    let stream = fs::read_to_string(objs.join("ngx_modules.c"))
-        .unwrap()
-        .contains("ngx_stream_module")
-        || makefile.contains("src/stream/ngx_stream.h");
+    // `config` says whether it registered ngx_stream_python_module
+    // (NGX_PYTHON_STREAM=yes|no, via config.make): not when nginx has no
+    // stream, nor for a static module when stream itself is a dynamic
+    // module (the binary could not link against it). By hand: guess.
+    println!("cargo:rerun-if-env-changed=NGX_PYTHON_STREAM");
+    let stream = match env::var("NGX_PYTHON_STREAM").as_deref() {
+        Ok("yes") => true,
+        Ok("no") => false,
+        _ => {
+            fs::read_to_string(objs.join("ngx_modules.c")).unwrap().contains("ngx_stream_module")
+                || makefile.contains("src/stream/ngx_stream.h")
+        }
+    };
     if stream {
         println!("cargo:rustc-cfg=ngx_stream");
     }

@@ -10,6 +10,7 @@ cat << END >> $NGX_MAKEFILE
 
 $ngx_python_lib: ngx_python_force
 	cd $ngx_python_dir && NGX_OBJS=$ngx_python_objs NGX_SRC=$ngx_python_src \\
+	NGX_PYTHON_STREAM=$ngx_python_stream \\
 	PYO3_PYTHON=$PYO3_PYTHON cargo build --release --lib \\
 	--target-dir=$ngx_python_target --features="$NGX_PYTHON_FEATURES"
 

@@ -171,6 +171,23 @@ pub unsafe extern "C" fn python_stack_size(cf: *mut ngx_conf_t, _cmd: *mut ngx_c
     }
 }
 
+/// Directive argument `i` as a variable name to define (`$name`), without
+/// the `$`; or logs the `[emerg]` and returns None. For `python_set`.
+///
+/// # Safety
+/// `cf` must be the live configuration being parsed.
+pub unsafe fn variable_arg(cf: *mut ngx_conf_t, i: usize) -> Option<ffi::ngx_str_t> {
+    let mut name = ffi::conf_args(cf)[i];
+    let raw = ffi::bytes(&name);
+    if raw.len() < 2 || raw[0] != b'$' {
+        ffi::conf_error(cf, format!("invalid variable name \"{}\"", String::from_utf8_lossy(raw)).as_bytes());
+        return None;
+    }
+    name.data = name.data.add(1);
+    name.len -= 1;
+    Some(name)
+}
+
 /// Compiles `EXPR` (directive argument `i`) into a handler taking `param`,
 /// or logs the `[emerg]` and returns None.
 ///

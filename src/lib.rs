@@ -23,6 +23,8 @@ pub mod runtime;
 pub mod core_module;
 #[cfg(ngx_configured)]
 pub mod http;
+#[cfg(all(ngx_configured, ngx_stream))]
+pub mod stream;
 #[cfg(ngx_configured)]
 pub mod executor;
 #[cfg(all(ngx_configured, not(feature = "unblock")))]

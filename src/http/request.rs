@@ -16,7 +16,8 @@ use pyo3::types::PyDict;
 use super::headers::{InputHeaders, OutputHeaders};
 use super::module;
 use super::output;
-use super::variables::{self, Variables};
+use super::variables;
+use crate::runtime::variables::Variables;
 use crate::executor;
 use crate::ffi::{self, ngx_http_request_t};
 use crate::runtime::ngx_module::{SEND_FLUSH, SEND_LAST};
@@ -120,7 +121,7 @@ impl Request {
     #[getter]
     fn var(slf: &Bound<'_, Self>) -> PyResult<Variables> {
         slf.borrow().raw()?;
-        Ok(Variables::new(slf))
+        Ok(Variables::new(slf.as_any(), variables::request_variable))
     }
 
     /// Query arguments, URL-decoded: read-only mapping (first value wins).

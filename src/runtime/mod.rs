@@ -4,6 +4,8 @@
 //! - `handler`:     compiling a directive's EXPR, calling it
 //! - `convert`:     bytes <-> str across the boundary (surrogateescape)
 //! - `errors`:      tracebacks into nginx's error log
+//! - `set_var`:     evaluating `python_set` variables
+//! - `variables`:   the `r.var` / `s.var` mapping
 //! - `ngx_module`:  the `ngx` Python module of constants
 
 pub mod convert;
@@ -11,7 +13,9 @@ pub mod errors;
 pub mod handler;
 pub mod interpreter;
 pub mod ngx_module;
+pub mod set_var;
 pub mod state;
+pub mod variables;
 
 pub use handler::Handler;
 pub use state::PyState;
