@@ -12,6 +12,9 @@
 //!   in the handler and lets it unwind.
 //! - `run_nonsuspending(task)`: runs a handler that must not suspend
 //!   (`python_set`, `python_log`): waiting raises RuntimeError there.
+//! - `wait_event(ev, timeout)`: suspends the running handler until an event
+//!   of a connection nginx owns (a stream client) fires; `SUSPENDS` says
+//!   whether this build can wait at all.
 //! - `install(py)`: at interpreter start (unblock: the cooperative
 //!   time/socket functions); `set_stack_size`; `exit_process`.
 
@@ -33,6 +36,17 @@ pub struct Env {
     /// `resolver` of the location / stream server (may be null).
     pub resolver: *mut ffi::ngx_resolver_t,
     pub resolver_timeout: ffi::ngx_msec_t,
+}
+
+/// The result of `wait_event`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Waited {
+    Ready,
+    Timeout,
+    /// The request or session ended (or the worker exits): unwind.
+    Cancelled,
+    /// Not in a handler that can wait (sync build, python_set/python_log).
+    CannotWait,
 }
 
 /// The result of `run`.

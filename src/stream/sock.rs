@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
 use super::session::Session;
 use crate::ffi;
@@ -18,11 +18,13 @@ use crate::runtime::convert::to_str;
 #[pyclass(unsendable, module = "ngx", name = "StreamSocket")]
 pub struct Socket {
     session: Py<Session>,
+    /// `settimeout()`: None waits forever, 0.0 never waits.
+    timeout: std::cell::Cell<Option<f64>>,
 }
 
 impl Socket {
     pub fn new(session: &Bound<'_, Session>) -> Socket {
-        Socket { session: session.clone().unbind() }
+        Socket { session: session.clone().unbind(), timeout: std::cell::Cell::new(None) }
     }
 
     fn connection(&self, py: Python<'_>) -> PyResult<*mut ffi::ngx_connection_t> {
@@ -67,15 +69,86 @@ unsafe fn address<'py>(py: Python<'py>, sa: *const libc::sockaddr, len: libc::so
     }
 }
 
-/// The error of an I/O method in a build whose handlers cannot wait.
-fn needs_unblock(method: &str) -> PyErr {
-    if cfg!(feature = "unblock") {
-        PyRuntimeError::new_err(format!("s.sock.{method}() is not available in this version of nginx-python"))
-    } else {
-        PyRuntimeError::new_err(format!(
+/// I/O on the client connection: reads and writes through nginx's own
+/// `c->recv` / `c->send`, waiting on its events (unblock builds).
+mod io {
+    use super::*;
+    use crate::executor::{self, Waited};
+
+    pub fn require_unblock(method: &str) -> PyResult<()> {
+        if executor::SUSPENDS {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err(format!(
             "s.sock.{method}() needs the unblock build of nginx-python (make module FEATURES=unblock): \
              in this build handlers cannot wait for the client"
-        ))
+        )))
+    }
+
+    fn timeout_ms(sock: &Socket) -> Option<ffi::ngx_msec_t> {
+        sock.timeout.get().map(|t| (t * 1000.0).ceil() as ffi::ngx_msec_t)
+    }
+
+    /// Waits for the read or write event; the errors Python sockets raise.
+    fn wait(sock: &Socket, py: Python<'_>, ev: *mut ffi::ngx_event_t, what: &str) -> PyResult<()> {
+        if sock.timeout.get() == Some(0.0) {
+            return Err(pyo3::exceptions::PyBlockingIOError::new_err((libc::EAGAIN, "Resource temporarily unavailable")));
+        }
+        match executor::wait_event(ev, timeout_ms(sock)) {
+            Waited::Ready => Ok(()),
+            Waited::Timeout => Err(py.import("socket")?.getattr("timeout")?.call1(("timed out",)).map(PyErr::from_value)?),
+            Waited::Cancelled => Err(executor::cancelled_error()),
+            Waited::CannotWait => Err(PyRuntimeError::new_err(format!(
+                "s.sock.{what}() would block the nginx worker: python_set and python_log handlers cannot wait"
+            ))),
+        }
+    }
+
+    pub fn recv(sock: &Socket, py: Python<'_>, size: usize) -> PyResult<Vec<u8>> {
+        require_unblock("recv")?;
+        let c = sock.connection(py)?;
+        // SAFETY: live connection; its buffer's pos..last is unread data.
+        unsafe {
+            let b = (*c).buffer;
+            if !b.is_null() && (*b).pos < (*b).last {
+                let n = size.min((*b).last.offset_from((*b).pos) as usize);
+                let data = std::slice::from_raw_parts((*b).pos, n).to_vec();
+                (*b).pos = (*b).pos.add(n);
+                return Ok(data);
+            }
+            let mut buf = vec![0u8; size.max(1)];
+            loop {
+                let recv = (*c).recv.expect("connections have recv");
+                let n = recv(c, buf.as_mut_ptr(), size);
+                if n >= 0 {
+                    buf.truncate(n as usize);
+                    return Ok(buf);
+                }
+                if n != ffi::AGAIN as isize {
+                    return Err(pyo3::exceptions::PyConnectionResetError::new_err("reading from the client failed"));
+                }
+                wait(sock, py, (*c).read, "recv")?;
+            }
+        }
+    }
+
+    pub fn send(sock: &Socket, py: Python<'_>, data: &[u8]) -> PyResult<usize> {
+        require_unblock("send")?;
+        let c = sock.connection(py)?;
+        // SAFETY: live connection.
+        unsafe {
+            loop {
+                let send = (*c).send.expect("connections have send");
+                let n = send(c, data.as_ptr() as *mut u8, data.len());
+                if n >= 0 {
+                    return Ok(n as usize);
+                }
+                if n != ffi::AGAIN as isize {
+                    return Err(pyo3::exceptions::PyBrokenPipeError::new_err("writing to the client failed"));
+                }
+                wait(sock, py, (*c).write, "send")?;
+            }
+        }
     }
 }
 
@@ -88,26 +161,8 @@ fn socket_enum<'py>(py: Python<'py>, enum_name: &str, value: i32) -> Bound<'py, 
         .unwrap_or_else(|_| value.into_pyobject(py).expect("int").into_any())
 }
 
-/// The `#[pymethods]` block (PyO3 allows one per class): the methods
-/// given, plus the I/O methods named in `io: [...]`, each taking any
-/// arguments and raising `needs_unblock`.
-macro_rules! socket_methods {
-    (io: [$($io:ident),*], $($methods:tt)*) => {
-        #[pymethods]
-        impl Socket {
-            $(
-                #[pyo3(signature = (*_args, **_kwargs))]
-                fn $io(&self, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-                    Err(needs_unblock(stringify!($io)))
-                }
-            )*
-            $($methods)*
-        }
-    };
-}
-
-socket_methods! {
-    io: [recv, recv_into, recvfrom, send, sendall, sendto, makefile, settimeout, gettimeout, setblocking, getblocking, shutdown],
+#[pymethods]
+impl Socket {
 
     /// The local address (`c->local_sockaddr`; for a wildcard listener
     /// nginx asks the kernel which address the client connected to).
@@ -153,6 +208,111 @@ socket_methods! {
         let kind = unsafe { (*self.connection(py)?).type_ };
         Ok(socket_enum(py, "SocketKind", kind))
     }
+
+    /// Receives up to `bufsize` bytes (b'' at end of stream). Data nginx
+    /// already read from the client (preread, the UDP datagram) comes first.
+    #[pyo3(signature = (bufsize, flags = 0))]
+    fn recv<'py>(&self, py: Python<'py>, bufsize: usize, flags: i32) -> PyResult<Bound<'py, PyBytes>> {
+        let _ = flags;
+        let data = io::recv(self, py, bufsize)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (buffer, nbytes = 0, flags = 0))]
+    fn recv_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, nbytes: usize, flags: i32) -> PyResult<usize> {
+        let _ = flags;
+        let view = py.import("builtins")?.getattr("memoryview")?.call1((buffer,))?.call_method1("cast", ("B",))?;
+        let room = view.len()?;
+        let want = if nbytes == 0 { room } else { nbytes.min(room) };
+        let data = io::recv(self, py, want)?;
+        view.set_item(pyo3::types::PySlice::new(py, 0, data.len() as isize, 1), PyBytes::new(py, &data))?;
+        Ok(data.len())
+    }
+
+    /// `(data, address)`: the client is the only peer.
+    #[pyo3(signature = (bufsize, flags = 0))]
+    fn recvfrom<'py>(&self, py: Python<'py>, bufsize: usize, flags: i32) -> PyResult<Bound<'py, PyTuple>> {
+        let data = self.recv(py, bufsize, flags)?;
+        PyTuple::new(py, [data.into_any(), self.getpeername(py)?])
+    }
+
+    /// Sends what the client connection takes now (waiting until it takes
+    /// something); for UDP, a datagram to the client.
+    #[pyo3(signature = (data, flags = 0))]
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: i32) -> PyResult<usize> {
+        let _ = flags;
+        let bytes = crate::runtime::convert::data_bytes(data, "data")?;
+        io::send(self, py, &bytes)
+    }
+
+    #[pyo3(signature = (data, flags = 0))]
+    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: i32) -> PyResult<()> {
+        let _ = flags;
+        let bytes = crate::runtime::convert::data_bytes(data, "data")?;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += io::send(self, py, &bytes[sent..])?;
+        }
+        Ok(())
+    }
+
+    /// Only to the client: s.sock is not a general-purpose socket.
+    fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<usize> {
+        if !address.eq(self.getpeername(py)?)? {
+            return Err(PyOSError::new_err("s.sock sends only to its client"));
+        }
+        self.send(py, data, 0)
+    }
+
+    fn settimeout(&self, value: Option<f64>) -> PyResult<()> {
+        if value.is_some_and(|v| v < 0.0 || v.is_nan()) {
+            return Err(pyo3::exceptions::PyValueError::new_err("Timeout value out of range"));
+        }
+        self.timeout.set(value);
+        Ok(())
+    }
+
+    fn gettimeout(&self) -> Option<f64> {
+        self.timeout.get()
+    }
+
+    fn setblocking(&self, flag: bool) {
+        self.timeout.set(if flag { None } else { Some(0.0) });
+    }
+
+    fn getblocking(&self) -> bool {
+        self.timeout.get() != Some(0.0)
+    }
+
+    /// `socket.SHUT_RD`, `SHUT_WR` or `SHUT_RDWR` on the client connection.
+    fn shutdown(&self, py: Python<'_>, how: i32) -> PyResult<()> {
+        io::require_unblock("shutdown")?;
+        let c = self.connection(py)?;
+        // SAFETY: live connection's fd.
+        if unsafe { libc::shutdown((*c).fd, how) } != 0 {
+            return Err(PyErr::from(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// A file object over the client connection, as `socket.makefile`.
+    #[pyo3(signature = (mode = "r", buffering = None, encoding = None, errors = None, newline = None))]
+    fn makefile<'py>(
+        slf: &Bound<'py, Self>,
+        mode: &str,
+        buffering: Option<i64>,
+        encoding: Option<&str>,
+        errors: Option<&str>,
+        newline: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        io::require_unblock("makefile")?;
+        slf.py()
+            .import("_ngx_cooperative")?
+            .call_method1("makefile", (slf, mode, buffering, encoding, errors, newline))
+    }
+
+    /// What `socket.SocketIO.close()` calls on its socket.
+    fn _decref_socketios(&self) {}
 
     fn __repr__(&self, py: Python<'_>) -> String {
         match self.connection(py) {

@@ -4,7 +4,15 @@
 
 use pyo3::prelude::*;
 
-use crate::executor::{Env, Outcome};
+use crate::executor::{Env, Outcome, Waited};
+use crate::ffi;
+
+/// Handlers never wait in this build.
+pub const SUSPENDS: bool = false;
+
+pub fn wait_event(_ev: *mut ffi::ngx_event_t, _timeout_ms: Option<ffi::ngx_msec_t>) -> Waited {
+    Waited::CannotWait
+}
 
 /// Never exists: nothing suspends in this build.
 #[derive(Clone, Copy)]

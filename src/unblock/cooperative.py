@@ -287,8 +287,34 @@ def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     return result
 
 
-def sleep(secs):
-    _u.sleep(secs)
+def makefile(sock, mode='r', buffering=None, encoding=None, errors=None, newline=None):
+    """socket.makefile for objects that only have the socket I/O methods
+    (the stream session's s.sock)."""
+    import io
+    if not set(mode) <= {'r', 'w', 'b'}:
+        raise ValueError('invalid mode %r (only r, w, b allowed)' % (mode,))
+    writing, reading, binary = 'w' in mode, 'r' in mode or 'w' not in mode, 'b' in mode
+    rawmode = ('r' if reading else '') + ('w' if writing else '')
+    raw = _socket_module.SocketIO(sock, rawmode)
+    if buffering is None:
+        buffering = -1
+    if buffering < 0:
+        buffering = io.DEFAULT_BUFFER_SIZE
+    if buffering == 0:
+        if not binary:
+            raise ValueError('unbuffered streams must be binary')
+        return raw
+    if reading and writing:
+        buffer = io.BufferedRWPair(raw, raw, buffering)
+    elif reading:
+        buffer = io.BufferedReader(raw, buffering)
+    else:
+        buffer = io.BufferedWriter(raw, buffering)
+    if binary:
+        return buffer
+    text = io.TextIOWrapper(buffer, encoding, errors, newline)
+    text.mode = mode
+    return text
 
 
 def install():

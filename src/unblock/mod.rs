@@ -14,7 +14,22 @@ mod wait;
 use pyo3::prelude::*;
 
 pub use coroutine::Handle;
-use crate::executor::{Env, Outcome};
+use crate::executor::{Env, Outcome, Waited};
+
+/// Handlers can wait in this build.
+pub const SUSPENDS: bool = true;
+
+/// Waits for `ev` of a connection nginx owns (see `wait::wait_event`).
+pub fn wait_event(ev: *mut crate::ffi::ngx_event_t, timeout_ms: Option<crate::ffi::ngx_msec_t>) -> Waited {
+    match wait::place() {
+        wait::Place::Coroutine(h) => match wait::wait_event(h, ev, timeout_ms) {
+            coroutine::Wake::Ready => Waited::Ready,
+            coroutine::Wake::Timeout => Waited::Timeout,
+            coroutine::Wake::Cancelled => Waited::Cancelled,
+        },
+        _ => Waited::CannotWait,
+    }
+}
 
 pub fn run<R: 'static>(env: Env, task: impl FnOnce() -> R + 'static, done: impl FnOnce(R) + 'static) -> Outcome<R> {
     use std::cell::Cell;

@@ -142,6 +142,48 @@ impl Drop for FdWaiter {
     }
 }
 
+thread_local! {
+    /// Handlers waiting on an event of a connection nginx owns, with the
+    /// event's own handler to put back afterwards.
+    static EVENT_WAITERS: std::cell::RefCell<std::collections::HashMap<usize, (Handle, ffi::ngx_event_handler_pt)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+unsafe extern "C" fn event_fired(ev: *mut ngx_event_t) {
+    let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
+    if let Some(h) = h {
+        h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+    }
+}
+
+/// Suspends `h` until `ev` — the read or write event of a connection that
+/// nginx owns, e.g. a stream client — fires or `timeout_ms` passes. The
+/// event's handler is borrowed for the wait and put back after it. The
+/// caller saw NGX_AGAIN from the connection's recv/send just before.
+pub fn wait_event(h: Handle, ev: *mut ngx_event_t, timeout_ms: Option<ffi::ngx_msec_t>) -> Wake {
+    // SAFETY: the event belongs to the handler's live connection; the
+    // session's end cancels this wait before the connection is freed.
+    unsafe {
+        let saved = (*ev).handler;
+        (*ev).handler = Some(event_fired);
+        EVENT_WAITERS.with_borrow_mut(|w| w.insert(ev as usize, (h, saved)));
+        let rc = if (*ev).write() != 0 { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
+        let wake = if rc != ffi::OK {
+            Wake::Cancelled
+        } else {
+            if let Some(ms) = timeout_ms {
+                ffi::ngx_python_add_timer(ev, ms);
+            }
+            coroutine::suspend()
+        };
+        EVENT_WAITERS.with_borrow_mut(|w| w.remove(&(ev as usize)));
+        (*ev).handler = saved;
+        ffi::ngx_python_del_timer(ev);
+        (*ev).set_timedout(0);
+        wake
+    }
+}
+
 impl Handle {
     pub fn as_raw(self) -> *mut c_void {
         self.raw() as *mut c_void
