@@ -241,6 +241,7 @@ class NginxTestCase(unittest.TestCase):
     def write_config(self, prefix, http=None, stream=None, main='', files=None,
                      events='', conf='nginx.conf'):
         """Write nginx.conf and files into prefix; returns the conf path."""
+        self.ports['prefix'] = prefix      # %(prefix)s: this prefix, not a port
         text = self._substitute(self.conf_text(http, stream, main, events), self.ports)
         for name, content in (files or {}).items():
             self.write_file(name, content, prefix)

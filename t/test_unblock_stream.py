@@ -32,6 +32,12 @@ def timeout(s):
     except socket.timeout as e:
         s.sock.sendall(('timeout: %s\n' % e).encode())
 
+def sleeper(s):
+    try:
+        time.sleep(5)
+    finally:
+        open('%(prefix)sfinally.txt', 'a').write('finally ran\n')
+
 # A DNS server for nginx's resolver: A records from a table, NXDOMAIN else.
 RECORDS = {'one.test': ['10.0.0.1'], 'many.test': ['10.0.0.2', '10.0.0.3'],
            'app.test': ['127.0.0.1']}
@@ -113,6 +119,16 @@ class UnblockStreamTest(harness.NginxTestCase):
         t = time.monotonic()
         self.assertEqual(c.recv(100), b'timeout: timed out\n')
         self.assertGreaterEqual(time.monotonic() - t, 0.18)
+
+    def test_client_closing_cancels_a_waiting_handler(self):
+        self.start_stream('server { listen 127.0.0.1:%(port2)s; python_content "sleeper(s)"; }')
+        c = socket.create_connection(('127.0.0.1', self.port2), timeout=5)
+        time.sleep(0.2)
+        c.close()
+        self.wait_log(r'stopped waiting', timeout=3)
+        with open(self.prefix + 'finally.txt') as f:
+            self.assertEqual(f.read(), 'finally ran\n')
+        self.assertIn('client closed the connection while the handler waited', self.error_log())
 
     def test_dns_server_in_stream_answers_the_resolver(self):
         self.start_stream(

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 
 use super::result::{verdict, Phase, Verdict, STATUS_ERROR, STATUS_OK};
 use super::session::{session_ctx, session_object, SessionCtx};
-use super::{env, module, srv_conf, stream_ctx};
+use super::{env, module, srv_conf, stream_ctx, watch_client};
 use crate::executor::{self, Outcome};
 use crate::ffi::{self, ngx_int_t, ngx_stream_session_t};
 use crate::runtime::errors::log_exception;
@@ -27,6 +27,7 @@ pub unsafe extern "C" fn content_handler(s: *mut ngx_stream_session_t) {
             finalize(s, rc);
         }
     };
+    watch_client(s);
     match executor::run(env(s), move || run_handler(s), done) {
         Outcome::Done(rc) => finalize(s, rc),
         Outcome::Suspended(h) => ctx.waiting.set(Some(h)),

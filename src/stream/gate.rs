@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 
 use super::result::{verdict, Phase, Verdict, STATUS_ERROR};
 use super::session::{session_ctx, session_object, SessionCtx};
-use super::{env, module, srv_conf, stream_ctx};
+use super::{env, module, srv_conf, stream_ctx, unwatch_client, watch_client};
 use crate::executor::{self, Outcome};
 use crate::ffi::{self, ngx_int_t, ngx_stream_session_t};
 use crate::runtime::errors::log_exception;
@@ -68,10 +68,16 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
             let ctx = &*stream_ctx::<SessionCtx>(s, module());
             ctx.waiting.set(None);
             ctx.resumed_rc.set(Some(rc));
+            unwatch_client(s);
             ffi::ngx_stream_core_run_phases(s);
         }
     };
-    match executor::run(env(s), move || run_handlers(s, phase), done) {
+    watch_client(s);
+    let outcome = executor::run(env(s), move || run_handlers(s, phase), done);
+    if !matches!(outcome, Outcome::Suspended(_)) {
+        unwatch_client(s);
+    }
+    match outcome {
         Outcome::Done(rc) => rc,
         Outcome::Suspended(h) => {
             ctx.waiting.set(Some(h));

@@ -247,3 +247,42 @@ unsafe fn env(s: *mut ngx_stream_session_t) -> crate::executor::Env {
         resolver_timeout: (*cscf).resolver_timeout,
     }
 }
+
+/// While a handler of `s` waits: notice a TCP client closing the connection
+/// (nginx then ends the session, which cancels the handler). Set before the
+/// handler runs, so what it arms on the connection itself wins.
+///
+/// # Safety
+/// `s` must be a live session.
+unsafe fn watch_client(s: *mut ffi::ngx_stream_session_t) {
+    let c = (*s).connection;
+    if (*c).type_ == libc::SOCK_STREAM {
+        (*(*c).read).handler = Some(client_readable);
+        // nginx adds a stream connection to epoll only when a handler asks.
+        if ffi::ngx_handle_read_event((*c).read, 0) != ffi::OK {
+            ffi::log_error(ffi::NGX_LOG_ERR as usize, (*c).log, b"python: cannot watch the client connection");
+        }
+    }
+}
+
+/// The handler finished: nginx's own session handler again.
+///
+/// # Safety
+/// `s` must be a live session.
+unsafe fn unwatch_client(s: *mut ffi::ngx_stream_session_t) {
+    (*(*(*s).connection).read).handler = Some(ffi::ngx_stream_session_handler);
+}
+
+/// Like http's `ngx_http_test_reading`: data stays for the handler to read;
+/// end of stream or an error ends the session.
+unsafe extern "C" fn client_readable(rev: *mut ffi::ngx_event_t) {
+    let c = (*rev).data as *mut ffi::ngx_connection_t;
+    let s = (*c).data as *mut ffi::ngx_stream_session_t;
+    let mut byte = 0u8;
+    let n = libc::recv((*c).fd, &mut byte as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK);
+    let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    if n == 0 || (n < 0 && err != libc::EAGAIN && err != libc::EINTR) {
+        ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client closed the connection while the handler waited");
+        ffi::ngx_stream_finalize_session(s, ffi::NGX_STREAM_OK as ffi::ngx_uint_t);
+    }
+}
