@@ -265,6 +265,7 @@ impl Socket {
     }
 
     fn settimeout(&self, value: Option<f64>) -> PyResult<()> {
+        io::require_unblock("settimeout")?;
         if value.is_some_and(|v| v < 0.0 || v.is_nan()) {
             return Err(pyo3::exceptions::PyValueError::new_err("Timeout value out of range"));
         }
@@ -272,16 +273,20 @@ impl Socket {
         Ok(())
     }
 
-    fn gettimeout(&self) -> Option<f64> {
-        self.timeout.get()
+    fn gettimeout(&self) -> PyResult<Option<f64>> {
+        io::require_unblock("gettimeout")?;
+        Ok(self.timeout.get())
     }
 
-    fn setblocking(&self, flag: bool) {
+    fn setblocking(&self, flag: bool) -> PyResult<()> {
+        io::require_unblock("setblocking")?;
         self.timeout.set(if flag { None } else { Some(0.0) });
+        Ok(())
     }
 
-    fn getblocking(&self) -> bool {
-        self.timeout.get() != Some(0.0)
+    fn getblocking(&self) -> PyResult<bool> {
+        io::require_unblock("getblocking")?;
+        Ok(self.timeout.get() != Some(0.0))
     }
 
     /// `socket.SHUT_RD`, `SHUT_WR` or `SHUT_RDWR` on the client connection.
