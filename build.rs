@@ -17,6 +17,8 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(ngx_configured)");
     println!("cargo:rustc-check-cfg=cfg(ngx_stream)");
 
+    embedded_python();
+
     let (objs, src) = match (env::var_os("NGX_OBJS"), env::var_os("NGX_SRC")) {
         (Some(o), Some(s)) => (PathBuf::from(o), PathBuf::from(s)),
         _ => return, // pure build: see lib.rs
@@ -84,6 +86,22 @@ fn main() {
         cc.include(i);
     }
     cc.compile("ngx_python_shim");
+}
+
+/// The interpreter whose libpython is linked (PYO3_PYTHON, as pyo3 uses
+/// it): the embedded Python computes its prefix (stdlib, site-packages) as
+/// that program would, instead of from whatever `python3` is first on the
+/// PATH of the process that starts nginx.
+fn embedded_python() {
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    let python = env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let exe = String::from_utf8(out.stdout).expect("a UTF-8 path").trim().to_string();
+    assert!(!exe.is_empty(), "{python} did not report sys.executable");
+    println!("cargo:rustc-env=NGX_PYTHON_EXECUTABLE={exe}");
 }
 
 /// The include directories nginx's generated Makefile uses (ALL_INCS, as

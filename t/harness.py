@@ -220,7 +220,8 @@ class NginxTestCase(unittest.TestCase):
             parts.append('user root;')
         if main:
             parts.append(dedent(main))
-        parts.append('events {\n    worker_connections 512;\n%s}' % dedent(events))
+        default = '' if 'worker_connections' in events else '    worker_connections 512;\n'
+        parts.append('events {\n%s%s}' % (default, dedent(events)))
         if http is not None:
             parts.append('http {\n    access_log off;\n%s}' % dedent(http))
         if stream is not None:

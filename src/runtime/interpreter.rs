@@ -8,8 +8,13 @@
 
 use pyo3::ffi;
 
+/// The Python this module was built against (see build.rs).
+const PROGRAM: &str = env!("NGX_PYTHON_EXECUTABLE");
+
 /// Starts the interpreter if it is not running yet. Python's own signal
-/// handlers stay off: nginx owns SIGINT, SIGHUP, SIGTERM, ...
+/// handlers stay off: nginx owns SIGINT, SIGHUP, SIGTERM, ... The program
+/// name is the interpreter the module was linked for, so the standard
+/// library found is the one matching libpython (PYTHONHOME still wins).
 pub fn ensure_initialized() {
     // SAFETY: nginx parses configuration on one thread; nothing else calls
     // into Python before this returns.
@@ -18,7 +23,21 @@ pub fn ensure_initialized() {
             return;
         }
         pyo3::append_to_inittab!(ngx);
-        ffi::Py_InitializeEx(0);
+        let mut config: ffi::PyConfig = std::mem::zeroed();
+        ffi::PyConfig_InitPythonConfig(&mut config);
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        let program = std::ffi::CString::new(PROGRAM).expect("no NUL in a path");
+        let mut status = ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, program.as_ptr());
+        if ffi::PyStatus_Exception(status) == 0 {
+            status = ffi::Py_InitializeFromConfig(&config);
+        }
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(status) != 0 {
+            // Python cannot start (e.g. no standard library): say why and
+            // stop, as nginx does for a broken configuration.
+            ffi::Py_ExitStatusException(status);
+        }
     }
     pyo3::Python::attach(|py| {
         if let Err(e) = crate::executor::install(py) {

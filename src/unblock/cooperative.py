@@ -252,7 +252,7 @@ def _resolve_address(family, address):
 
 
 def gethostbyname(hostname):
-    if not _u.cooperative('socket.gethostbyname()'):
+    if _numeric(hostname) or not _u.cooperative('socket.gethostbyname()'):
         return _orig['gethostbyname'](hostname)
     v4 = [a for a in _lookup(hostname) if ':' not in a]
     if not v4:
@@ -271,10 +271,9 @@ def gethostbyname_ex(hostname):
 
 def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     orig = _orig['getaddrinfo']
-    if host is None or not _u.cooperative('socket.getaddrinfo()'):
-        return orig(host, port, family, type, proto, flags)
     name = host.decode('idna') if isinstance(host, bytes) else host
-    if _numeric(name):
+    # No name to look up: the C library answers without waiting.
+    if name is None or _numeric(name) or not _u.cooperative('socket.getaddrinfo()'):
         return orig(host, port, family, type, proto, flags)
     result = []
     for addr in _lookup(name):
