@@ -90,6 +90,9 @@ unsafe fn arg(cf: *mut ngx_conf_t, i: usize) -> String {
 }
 
 /// `python CODE`: runs CODE now, in the namespace.
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let code = arg(cf, 1);
     let (file, end_line) = ffi::conf_position(cf);
@@ -105,6 +108,9 @@ pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _
 
 /// `python_include FILE`: runs FILE (relative to the conf prefix; a glob
 /// runs every match in sorted order, and no match is fine).
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let mut name = ffi::conf_args(cf)[1];
     if ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ffi::OK {
@@ -153,6 +159,9 @@ pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_comm
 
 /// `python_stack_size SIZE`: one value for the configuration (unblock builds
 /// size each handler's C stack with it; the sync build accepts and ignores it).
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_stack_size(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let value = arg(cf, 1);
     let state = state(cf);

@@ -17,13 +17,13 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let log = (*(*r).connection).log;
     executor::run_nonsuspending(|| {
         Python::attach(|py| {
-            let result = request_object(py, r).and_then(|obj| {
+            let result = request_object(py, r).map(|obj| {
                 for h in handlers {
                     if let Err(e) = h.call(obj.as_any()) {
                         log_exception(py, log, "python_log", &e);
                     }
                 }
-                Ok(())
+                ()
             });
             if let Err(e) = result {
                 log_exception(py, log, "python_log", &e);

@@ -124,7 +124,7 @@ mod io {
                     buf.truncate(n as usize);
                     return Ok(buf);
                 }
-                if n != ffi::AGAIN as isize {
+                if n != ffi::AGAIN {
                     return Err(pyo3::exceptions::PyConnectionResetError::new_err("reading from the client failed"));
                 }
                 wait(sock, py, (*c).read, "recv")?;
@@ -143,7 +143,7 @@ mod io {
                 if n >= 0 {
                     return Ok(n as usize);
                 }
-                if n != ffi::AGAIN as isize {
+                if n != ffi::AGAIN {
                     return Err(pyo3::exceptions::PyBrokenPipeError::new_err("writing to the client failed"));
                 }
                 wait(sock, py, (*c).write, "send")?;

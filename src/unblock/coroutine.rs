@@ -156,8 +156,12 @@ impl Handle {
         LIVE.with_borrow(|l| l.contains(&(self.0 as usize)))
     }
 
-    fn co(&self) -> &mut Coroutine {
-        // SAFETY: handles are only used while live (checked by callers).
+    /// The coroutine itself. Callers use it only while it is live (checked
+    /// with `is_live`), on the worker's one thread, and keep no reference
+    /// across a switch — the other side may then use it.
+    fn co<'a>(self) -> &'a mut Coroutine {
+        // SAFETY: as above; the box is freed only by `release`, which first
+        // removes it from LIVE.
         unsafe { &mut *self.0 }
     }
 
