@@ -349,6 +349,37 @@ class UnblockHttpTest(harness.NginxTestCase):
         self.assertLess(peak - before, 20 * 1024, 'RSS %d -> %d kB' % (before, peak))
 
 
+DEEP = r'''
+def deep(r):
+    def g(k):
+        return 0 if k == 0 else sum(map(g, [k - 1]))   # C-level recursion
+    g(int(r.arg['n']))
+    r.send('ok', ngx.SEND_LAST)
+'''
+
+
+class StackSizeTest(harness.NginxTestCase):
+
+    def setUp(self):
+        if not harness.unblock_build():
+            self.skipTest('needs the unblock build')
+
+    def test_python_stack_size_sizes_handler_stacks(self):
+        # ~680 bytes a level: 200 levels need ~136 KB
+        self.start_server('location / { python_content "deep(r)"; }',
+                          main='python_stack_size 64k;',
+                          http='python_include deep.py;', files={'deep.py': DEEP})
+        self.assertEqual(self.get_body('/?n=20'), 'ok')
+        self.assertEqual(self.get('/?n=200')[0], 500)
+        self.assertIn('overflowed its 65536-byte C stack', self.error_log())
+        self.assertEqual(self.get_body('/?n=20'), 'ok')
+
+    def test_default_stack_takes_deep_c_recursion(self):
+        self.start_server('location / { python_content "deep(r)"; }',
+                          http='python_include deep.py;', files={'deep.py': DEEP})
+        self.assertEqual(self.get_body('/?n=900'), 'ok')
+
+
 class ShutdownTest(harness.NginxTestCase):
 
     def setUp(self):

@@ -10,7 +10,7 @@
 //! thread state is made current and `CURRENT` names it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ptr;
 
 use context::stack::ProtectedFixedSizeStack;
@@ -46,19 +46,24 @@ pub struct Coroutine {
     pub cancelled: bool,
     finished: bool,
     overflowed: bool,
+    generation: u64,
     /// What the coroutine's owner attaches (e.g. the resolver to use).
     pub env: Env,
 }
 
 pub use crate::executor::Env;
 
-/// A reference to a live coroutine.
+/// A reference to a coroutine: its address and its generation, so a handle
+/// kept past its coroutine's end never reaches a newer coroutine that
+/// happens to reuse the address.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Handle(*mut Coroutine);
+pub struct Handle(*mut Coroutine, u64);
 
 thread_local! {
     static CURRENT: Cell<*mut Coroutine> = const { Cell::new(ptr::null_mut()) };
-    static LIVE: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
+    /// Live coroutines: address -> generation.
+    static LIVE: RefCell<HashMap<usize, u64>> = RefCell::new(HashMap::new());
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
     static STACKS: RefCell<Vec<ProtectedFixedSizeStack>> = const { RefCell::new(Vec::new()) };
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
 }
@@ -75,7 +80,8 @@ pub fn set_stack_size(size: usize) {
 /// The coroutine running now, if any.
 pub fn current() -> Option<Handle> {
     let c = CURRENT.get();
-    (!c.is_null()).then_some(Handle(c))
+    // SAFETY: CURRENT names a live coroutine while it runs.
+    (!c.is_null()).then(|| Handle(c, unsafe { (*c).generation }))
 }
 
 fn take_stack() -> Result<ProtectedFixedSizeStack, String> {
@@ -117,10 +123,15 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
         cancelled: false,
         finished: false,
         overflowed: false,
+        generation: 0,
         env,
     }));
-    LIVE.with_borrow_mut(|l| l.insert(co as usize));
-    let h = Handle(co);
+    let generation = GENERATION.get() + 1;
+    GENERATION.set(generation);
+    // SAFETY: just allocated above.
+    unsafe { (*co).generation = generation };
+    LIVE.with_borrow_mut(|l| l.insert(co as usize, generation));
+    let h = Handle(co, generation);
     h.resume(Wake::Ready);
     Ok(h.is_live().then_some(h))
 }
@@ -148,12 +159,14 @@ impl Handle {
     pub(super) fn raw(self) -> *mut Coroutine {
         self.0
     }
+    /// The handle of the coroutine now at `p` (for event data that lives
+    /// only while its coroutine waits).
     pub(super) fn wrap(p: *mut Coroutine) -> Handle {
-        Handle(p)
+        Handle(p, LIVE.with_borrow(|l| l.get(&(p as usize)).copied().unwrap_or(0)))
     }
 
     pub fn is_live(self) -> bool {
-        LIVE.with_borrow(|l| l.contains(&(self.0 as usize)))
+        LIVE.with_borrow(|l| l.get(&(self.0 as usize)) == Some(&self.1))
     }
 
     /// The coroutine itself. Callers use it only while it is live (checked
@@ -292,9 +305,9 @@ pub fn suspend() -> Wake {
 
 /// Worker exit: cancel every live coroutine so their `finally` blocks run.
 pub fn cancel_all() {
-    let live: Vec<usize> = LIVE.with_borrow(|l| l.iter().copied().collect());
-    for c in live {
-        Handle(c as *mut Coroutine).cancel();
+    let live: Vec<(usize, u64)> = LIVE.with_borrow(|l| l.iter().map(|(&c, &g)| (c, g)).collect());
+    for (c, g) in live {
+        Handle(c as *mut Coroutine, g).cancel();
     }
 }
 
