@@ -215,3 +215,18 @@ pub unsafe fn compile_arg(cf: *mut ngx_conf_t, i: usize, param: &str) -> Option<
         }
     })
 }
+
+/// Compiles the directive's EXPR (taking `param`) and appends it to a
+/// level's handler list: `python_access`, `python_preread`, `python_log`.
+///
+/// # Safety
+/// `cf` must be the live configuration being parsed.
+pub unsafe fn push_handler(cf: *mut ngx_conf_t, list: &mut Vec<Handler>, param: &str) -> *mut c_char {
+    match compile_arg(cf, 1, param) {
+        Some(h) => {
+            list.push(h);
+            ptr::null_mut()
+        }
+        None => ffi::CONF_ERROR,
+    }
+}

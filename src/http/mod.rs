@@ -107,22 +107,11 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    push_handler(cf, &mut (*(conf as *mut LocConf)).access)
+    core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).access, "r")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    push_handler(cf, &mut (*(conf as *mut LocConf)).log)
-}
-
-/// Compiles the directive's EXPR and appends it to a level's handler list.
-unsafe fn push_handler(cf: *mut ngx_conf_t, list: &mut Vec<Handler>) -> *mut c_char {
-    match core_module::compile_arg(cf, 1, "r") {
-        Some(h) => {
-            list.push(h);
-            ptr::null_mut()
-        }
-        None => ffi::CONF_ERROR,
-    }
+    core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).log, "r")
 }
 
 unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {

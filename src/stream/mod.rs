@@ -152,28 +152,17 @@ unsafe fn add_handler(handlers: &mut ffi::ngx_array_t, handler: PhaseHandler, fi
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).access = true;
-    push_handler(cf, &mut (*(conf as *mut SrvConf)).access)
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).access, "s")
 }
 
 unsafe extern "C" fn python_preread(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).preread = true;
-    push_handler(cf, &mut (*(conf as *mut SrvConf)).preread)
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).preread, "s")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).log = true;
-    push_handler(cf, &mut (*(conf as *mut SrvConf)).log)
-}
-
-/// Compiles the directive's EXPR and appends it to a level's handler list.
-unsafe fn push_handler(cf: *mut ngx_conf_t, list: &mut Vec<Handler>) -> *mut c_char {
-    match core_module::compile_arg(cf, 1, "s") {
-        Some(h) => {
-            list.push(h);
-            ptr::null_mut()
-        }
-        None => ffi::CONF_ERROR,
-    }
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).log, "s")
 }
 
 /// `python_content EXPR`: the server's content handler, in place of
