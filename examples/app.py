@@ -1,5 +1,6 @@
 # Loaded by `python_include app.py` in examples/nginx.conf.
 import json
+import time
 
 import ngx
 
@@ -31,3 +32,9 @@ def echo(r):
         'headers': dict(r.hi.items()),
         'body': r.var.get('request_body', ''),
     }, indent=2) + '\n', ngx.SEND_LAST)
+
+
+def slow(r):
+    started = time.monotonic()
+    time.sleep(1)
+    r.send('slept %.2f s\n' % (time.monotonic() - started), ngx.SEND_LAST)
