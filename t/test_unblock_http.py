@@ -118,6 +118,13 @@ def abortable(r):
     finally:
         marker('aborted.txt')
 
+def swallow(r):
+    try:
+        time.sleep(5)
+    except ngx.Cancelled:
+        marker('swallowed.txt')
+    r_sent = None                       # returns normally: the request is gone
+
 def overflow(r):
     sys.setrecursionlimit(10 ** 6)
     def f(n):
@@ -168,6 +175,7 @@ server {
     location /big       { python_content "big(r)"; }
     location /abort     { python_content "abortable(r)"; }
     location /overflow  { python_content "overflow(r)"; }
+    location /swallow   { python_content "swallow(r)"; }
     location /raise     { python_content "raise_after_wait(r)"; }
     location /ext       { python_content "extensions(r)"; }
     location /set       { return 200 "[$never]"; }
@@ -283,6 +291,17 @@ class UnblockHttpTest(harness.NginxTestCase):
         self.wait_log(r'stopped waiting')
         with open(self.prefix + 'aborted.txt') as f:
             self.assertEqual(f.read(), 'finally\n')
+        self.assertEqual(self.get_body('/sleep?t=0.01'), 'slept')
+
+    def test_handler_that_swallows_cancellation(self):
+        s = socket.create_connection(('127.0.0.1', self.port))
+        s.sendall(b'GET /swallow HTTP/1.1\r\nHost: x\r\n\r\n')
+        time.sleep(0.2)
+        s.close()
+        deadline = time.monotonic() + 5
+        while not os.path.exists(self.prefix + 'swallowed.txt'):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
         self.assertEqual(self.get_body('/sleep?t=0.01'), 'slept')
 
     def test_many_aborts_leave_rss_flat(self):

@@ -79,6 +79,11 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return failed(r);
             }
         };
+        // The request ended while the handler waited (it was cancelled and
+        // chose to return normally): nginx is freeing it, leave it alone.
+        if obj.borrow().raw().is_err() {
+            return ffi::ERROR;
+        }
         let finished = obj.borrow().finished.get();
         match rc {
             ffi::OK | ffi::DECLINED | ffi::DONE => output::finish(r, finished),
