@@ -6,10 +6,11 @@
 //!
 //! Interface (both in `crate::sync` and `crate::unblock`):
 //! - `run(env, task, done) -> Outcome<R>`: runs a handler that may suspend.
-//!   `Done(r)`: it finished now. `Suspended(handle)`: it waits; `done(r)`
-//!   runs on nginx's stack when it finishes, unless `handle.cancel()` was
-//!   called first (the request ended), which makes the waiting call raise
-//!   in the handler and lets it unwind.
+//!   `Done(r)`: it finished now. `Suspended(handle)`: it waits; `done(Some(r))`
+//!   runs on nginx's stack when it finishes — `done(None)` when it died
+//!   (stack overflow, already logged) or the worker is exiting — unless
+//!   `handle.cancel()` was called first (the request ended), which makes
+//!   the waiting call raise in the handler and lets it unwind.
 //! - `run_nonsuspending(task)`: runs a handler that must not suspend
 //!   (`python_set`, `python_log`): waiting raises RuntimeError there.
 //! - `wait_event(ev, timeout)`: suspends the running handler until an event

@@ -130,6 +130,17 @@ class UnblockStreamTest(harness.NginxTestCase):
             self.assertEqual(f.read(), 'finally ran\n')
         self.assertIn('client closed the connection while the handler waited', self.error_log())
 
+    def test_graceful_quit_while_a_handler_waits_without_timer(self):
+        self.start_stream('server { listen 127.0.0.1:%(port2)s; python_content "s.sock.recv(10)"; }')
+        c = socket.create_connection(('127.0.0.1', self.port2), timeout=5)
+        time.sleep(0.2)
+        self.proc.send_signal(3)                      # SIGQUIT
+        self.proc.wait(timeout=10)
+        self.assertEqual(c.recv(10), b'')             # the session was ended, not left open
+        c.close()
+        self.assertIn('stopped waiting', self.error_log())
+        # the harness fails the test on "[alert] open socket ... left"
+
     def test_dns_server_in_stream_answers_the_resolver(self):
         self.start_stream(
             'server { listen 127.0.0.1:%(port3)s udp; python_content "dns(s)"; }',

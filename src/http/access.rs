@@ -34,14 +34,21 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         ctx.waiting.set(Some(h));
         return ffi::DONE; // still waiting (a stray event re-ran the phase)
     }
-    let done = move |rc: ngx_int_t| {
+    let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the request lives (its end cancels).
         unsafe {
             let ctx = &*super::request::existing_ctx(r);
             ctx.waiting.set(None);
-            ctx.access_rc.set(Some(rc));
             wake_request(r);
-            ffi::ngx_http_core_run_phases(r);
+            match rc {
+                // Go on through the phase engine, which asks us again.
+                Some(rc) if !super::exiting() => {
+                    ctx.access_rc.set(Some(rc));
+                    ffi::ngx_http_core_run_phases(r);
+                }
+                // The handler died, or the worker exits: end the request.
+                _ => ffi::ngx_http_finalize_request(r, SERVER_ERROR),
+            }
             ffi::ngx_http_run_posted_requests((*r).connection);
         }
     };

@@ -32,12 +32,12 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
         Ok(ctx) => ctx,
         Err(()) => return ffi::ngx_http_finalize_request(r, SERVER_ERROR),
     };
-    let done = move |rc: ngx_int_t| {
+    let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the request lives (its end cancels).
         unsafe {
             (*super::request::existing_ctx(r)).waiting.set(None);
             super::wake_request(r);
-            ffi::ngx_http_finalize_request(r, rc);
+            ffi::ngx_http_finalize_request(r, rc.unwrap_or_else(|| failed(r)));
             ffi::ngx_http_run_posted_requests((*r).connection);
         }
     };

@@ -20,11 +20,11 @@ pub unsafe extern "C" fn content_handler(s: *mut ngx_stream_session_t) {
     if ctx.waiting.get().is_some() {
         return; // the handler waits (unblock); an event re-ran the phase
     }
-    let done = move |rc: ngx_int_t| {
+    let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the session lives (its end cancels).
         unsafe {
             (*stream_ctx::<SessionCtx>(s, module())).waiting.set(None);
-            finalize(s, rc);
+            finalize(s, rc.unwrap_or(STATUS_ERROR));
         }
     };
     watch_client(s);

@@ -62,14 +62,20 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
     if ctx.waiting.get().is_some() {
         return ffi::DONE; // still waiting (an event re-ran the phase)
     }
-    let done = move |rc: ngx_int_t| {
+    let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the session lives (its end cancels).
         unsafe {
             let ctx = &*stream_ctx::<SessionCtx>(s, module());
             ctx.waiting.set(None);
-            ctx.resumed_rc.set(Some(rc));
             unwatch_client(s);
-            ffi::ngx_stream_core_run_phases(s);
+            match rc {
+                Some(rc) if !(ffi::ngx_exiting != 0 || ffi::ngx_terminate != 0) => {
+                    ctx.resumed_rc.set(Some(rc));
+                    ffi::ngx_stream_core_run_phases(s);
+                }
+                // The handler died, or the worker exits: end the session.
+                _ => ffi::ngx_stream_finalize_session(s, STATUS_ERROR as ffi::ngx_uint_t),
+            }
         }
     };
     watch_client(s);

@@ -41,7 +41,7 @@ pub fn is_cancellation(_py: Python<'_>, _err: &PyErr) -> bool {
 }
 
 #[inline]
-pub fn run<R: 'static>(_env: Env, task: impl FnOnce() -> R + 'static, _done: impl FnOnce(R) + 'static) -> Outcome<R> {
+pub fn run<R: 'static>(_env: Env, task: impl FnOnce() -> R + 'static, _done: impl FnOnce(Option<R>) + 'static) -> Outcome<R> {
     Outcome::Done(task())
 }
 

@@ -303,11 +303,16 @@ pub fn suspend() -> Wake {
     }
 }
 
-/// Worker exit: cancel every live coroutine so their `finally` blocks run.
-pub fn cancel_all() {
+/// Worker exit: every live coroutine unwinds (its `finally` blocks run) and
+/// then its `on_done` runs, so its owner ends the request or session.
+pub fn shutdown_all() {
     let live: Vec<(usize, u64)> = LIVE.with_borrow(|l| l.iter().map(|(&c, &g)| (c, g)).collect());
     for (c, g) in live {
-        Handle(c as *mut Coroutine, g).cancel();
+        let h = Handle(c as *mut Coroutine, g);
+        if h.is_live() {
+            h.co().cancelled = true;
+            h.resume(Wake::Cancelled);
+        }
     }
 }
 

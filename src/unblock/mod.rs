@@ -31,18 +31,14 @@ pub fn wait_event(ev: *mut crate::ffi::ngx_event_t, timeout_ms: Option<crate::ff
     }
 }
 
-pub fn run<R: 'static>(env: Env, task: impl FnOnce() -> R + 'static, done: impl FnOnce(R) + 'static) -> Outcome<R> {
+pub fn run<R: 'static>(env: Env, task: impl FnOnce() -> R + 'static, done: impl FnOnce(Option<R>) + 'static) -> Outcome<R> {
     use std::cell::Cell;
     use std::rc::Rc;
     let slot: Rc<Cell<Option<R>>> = Rc::new(Cell::new(None));
     let (fill, take) = (slot.clone(), slot.clone());
     let started = coroutine::spawn(
         Box::new(move || fill.set(Some(task()))),
-        Box::new(move || {
-            if let Some(r) = take.take() {
-                done(r)
-            }
-        }),
+        Box::new(move || done(take.take())),
         env,
     );
     match started {
@@ -106,7 +102,9 @@ pub fn set_stack_size(size: usize) {
     coroutine::set_stack_size(size);
 }
 
-/// Worker exit: waiting handlers get `ngx.Cancelled` and unwind.
+/// Worker exit: waiting handlers get `ngx.Cancelled` and unwind, then
+/// their requests and sessions are ended (nginx checks for open
+/// connections right after this).
 pub fn exit_process() {
-    coroutine::cancel_all();
+    coroutine::shutdown_all();
 }
