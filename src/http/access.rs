@@ -30,8 +30,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     if let Some(rc) = ctx.access_rc.take() {
         return rc; // the handlers finished after suspending
     }
-    if let Some(h) = ctx.waiting.get() {
-        ctx.waiting.set(Some(h));
+    if ctx.waiting.get().is_some() {
         return ffi::DONE; // still waiting (a stray event re-ran the phase)
     }
     let done = move |rc: Option<ngx_int_t>| {
@@ -42,7 +41,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
             wake_request(r);
             match rc {
                 // Go on through the phase engine, which asks us again.
-                Some(rc) if !super::exiting() => {
+                Some(rc) if !ffi::exiting() => {
                     ctx.access_rc.set(Some(rc));
                     ffi::ngx_http_core_run_phases(r);
                 }

@@ -6,6 +6,7 @@
 //! from `headers_out` so that nginx's filters (redirects, not-modified,
 //! ranges) use the value set from Python.
 
+use std::borrow::Cow;
 use std::ptr;
 
 use pyo3::exceptions::{PyKeyError, PyMemoryError, PyTypeError, PyValueError};
@@ -63,31 +64,35 @@ fn name_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     }
 }
 
+/// A header's bytes: borrowed from the request's pool (valid for the
+/// method call that reads them, while the request is live) or computed.
+type Bytes = Cow<'static, [u8]>;
+
 /// Read access shared by `hi` and `ho`: (name, value) pairs in order.
 trait HeaderList {
     fn request(&self) -> &Py<Request>;
-    /// # Safety: `r` is live.
-    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], &'static [u8])>;
+    /// # Safety: `r` is live; the result is used before it can end.
+    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], Bytes)>;
 
-    fn live(&self, py: Python<'_>) -> PyResult<*mut ngx_http_request_t> {
-        self.request().borrow(py).raw()
+    fn all_pairs(&self, py: Python<'_>) -> PyResult<Vec<(&'static [u8], Bytes)>> {
+        let r = self.request().borrow(py).raw()?;
+        // SAFETY: r is live (checked just above).
+        Ok(unsafe { self.pairs(r) })
     }
-    fn values_of(&self, py: Python<'_>, name: &[u8]) -> PyResult<Vec<&'static [u8]>> {
-        let r = self.live(py)?;
-        // SAFETY: r is live.
-        let pairs = unsafe { self.pairs(r) };
+    fn values_of(&self, py: Python<'_>, name: &[u8]) -> PyResult<Vec<Bytes>> {
+        let pairs = self.all_pairs(py)?;
         Ok(pairs.into_iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v).collect())
     }
-    fn unique_names(&self, py: Python<'_>) -> PyResult<Vec<&'static [u8]>> {
-        let r = self.live(py)?;
-        let mut names: Vec<&[u8]> = Vec::new();
-        // SAFETY: r is live.
-        for (k, _) in unsafe { self.pairs(r) } {
-            if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-                names.push(k);
+    /// The first value of each name, names in first-seen order: what the
+    /// mapping shows as keys/values/items.
+    fn first_values(&self, py: Python<'_>) -> PyResult<Vec<(&'static [u8], Bytes)>> {
+        let mut out: Vec<(&'static [u8], Bytes)> = Vec::new();
+        for (k, v) in self.all_pairs(py)? {
+            if !out.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                out.push((k, v));
             }
         }
-        Ok(names)
+        Ok(out)
     }
 }
 
@@ -130,27 +135,19 @@ macro_rules! mapping_methods {
                 }
             }
             fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-                Ok(self.unique_names(py)?.len())
+                Ok(self.first_values(py)?.len())
             }
             fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-                PyList::new(py, self.unique_names(py)?.iter().map(|k| to_str(py, k)))
+                PyList::new(py, self.first_values(py)?.iter().map(|(k, _)| to_str(py, k)))
             }
             fn values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-                let names = self.unique_names(py)?;
-                let mut out = Vec::new();
-                for k in names {
-                    out.push(to_str(py, self.values_of(py, k)?[0]));
-                }
-                PyList::new(py, out)
+                PyList::new(py, self.first_values(py)?.iter().map(|(_, v)| to_str(py, v)))
             }
             fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-                let names = self.unique_names(py)?;
-                let mut out = Vec::new();
-                for k in names {
-                    let v = self.values_of(py, k)?[0];
-                    out.push(PyTuple::new(py, [to_str(py, k), to_str(py, v)])?);
-                }
-                PyList::new(py, out)
+                let items = self.first_values(py)?;
+                let items: PyResult<Vec<_>> =
+                    items.iter().map(|(k, v)| PyTuple::new(py, [to_str(py, k), to_str(py, v)])).collect();
+                PyList::new(py, items?)
             }
             fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
                 self.keys(py)?.try_iter().map(|i| i.into_any())
@@ -178,8 +175,8 @@ impl HeaderList for InputHeaders {
     fn request(&self) -> &Py<Request> {
         &self.r
     }
-    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], &'static [u8])> {
-        entries(&(*r).headers_in.headers).map(|h| (ffi::bytes(&h.key), ffi::bytes(&h.value))).collect()
+    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], Bytes)> {
+        entries(&(*r).headers_in.headers).map(|h| (ffi::bytes(&h.key), Cow::Borrowed(ffi::bytes(&h.value)))).collect()
     }
 }
 mapping_methods!(InputHeaders {});
@@ -200,27 +197,23 @@ impl HeaderList for OutputHeaders {
     fn request(&self) -> &Py<Request> {
         &self.r
     }
-    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], &'static [u8])> {
+    unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], Bytes)> {
         let ho = &(*r).headers_out;
         let mut out = Vec::new();
         if ho.content_type.len > 0 {
-            out.push((&b"Content-Type"[..], ffi::bytes(&ho.content_type)));
+            out.push((&b"Content-Type"[..], Cow::Borrowed(ffi::bytes(&ho.content_type))));
         }
         if ho.content_length_n >= 0 && ho.content_length.is_null() {
-            // nginx prints the number when it sends the header; keep its text
-            // in the pool so the borrowed slice lives as long as the request.
-            let text = ho.content_length_n.to_string();
-            if let Some(s) = ffi::pool_str((*r).pool, text.as_bytes()) {
-                out.push((&b"Content-Length"[..], ffi::bytes(&s)));
-            }
+            // nginx prints the number itself when it sends the header.
+            out.push((&b"Content-Length"[..], Cow::Owned(ho.content_length_n.to_string().into_bytes())));
         }
-        out.extend(entries(&ho.headers).map(|h| (ffi::bytes(&h.key), ffi::bytes(&h.value))));
+        out.extend(entries(&ho.headers).map(|h| (ffi::bytes(&h.key), Cow::Borrowed(ffi::bytes(&h.value)))));
         out
     }
 }
 mapping_methods!(OutputHeaders {
     fn __setitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.live(py)?;
+        let r = self.r.borrow(py).raw()?;
         let name = name_of(name)?;
         let value = value_bytes(value)?;
         check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -233,7 +226,7 @@ mapping_methods!(OutputHeaders {
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.live(py)?;
+        let r = self.r.borrow(py).raw()?;
         let n = name_of(name)?;
         // SAFETY: r is live.
         if unsafe { remove(r, &n) } {

@@ -191,9 +191,3 @@ unsafe fn wake_request(r: *mut ffi::ngx_http_request_t) {
     (*r).read_event_handler = Some(ffi::ngx_http_block_reading);
     (*r).write_event_handler = Some(ffi::ngx_http_core_run_phases);
 }
-
-/// The worker is shutting down (graceful or fast).
-fn exiting() -> bool {
-    // SAFETY: plain reads of nginx's process flags on its one thread.
-    unsafe { ffi::ngx_exiting != 0 || ffi::ngx_terminate != 0 }
-}

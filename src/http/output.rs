@@ -70,12 +70,9 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
         return Err(PyConnectionError::new_err("sending the response body failed"));
     }
     while busy(r) {
-        match executor::suspend_current(|h| wait_writable(r, h)) {
+        match executor::suspend_current(|_| wait_writable(r)) {
             Some(true) => {}
-            Some(false) => {
-                forget_writer(r);
-                return Err(executor::cancelled_error());
-            }
+            Some(false) => return Err(executor::cancelled_error()),
             None => return Ok(()), // cannot wait here: nginx keeps it queued
         }
     }
@@ -91,15 +88,9 @@ unsafe fn busy(r: *mut ngx_http_request_t) -> bool {
     (*r).buffered() != 0 || !(*r).postponed.is_null() || (r == (*r).main && (*(*r).connection).buffered() != 0)
 }
 
-thread_local! {
-    /// The coroutine waiting in `send` for each busy request (few at once).
-    static WRITERS: std::cell::RefCell<Vec<(*mut ngx_http_request_t, executor::Handle)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Arms the client connection's write event for the suspended `send` of `h`.
-unsafe fn wait_writable(r: *mut ngx_http_request_t, h: executor::Handle) {
-    WRITERS.with_borrow_mut(|w| w.push((r, h)));
+/// Arms the client connection's write event for the suspended `send`;
+/// `on_writable` wakes the handler the request's context says is waiting.
+unsafe fn wait_writable(r: *mut ngx_http_request_t) {
     (*r).write_event_handler = Some(on_writable);
     arm_write_event(r);
 }
@@ -125,12 +116,10 @@ unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
     if (*wev).timedout() != 0 {
         ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client timed out");
         (*c).set_timedout(1);
-        forget_writer(r);
         ffi::ngx_http_finalize_request(r, ffi::NGX_HTTP_REQUEST_TIME_OUT as ffi::ngx_int_t);
         return;
     }
     if ffi::ngx_http_output_filter(r, std::ptr::null_mut()) == ffi::ERROR {
-        forget_writer(r);
         ffi::ngx_http_finalize_request(r, ffi::ERROR);
         return;
     }
@@ -140,16 +129,10 @@ unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
     }
     ffi::ngx_python_del_timer(wev);
     (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
-    if let Some(h) = forget_writer(r) {
+    // The phase glue recorded the waiting handler when it suspended.
+    if let Some(h) = (*super::request::existing_ctx(r)).waiting.get() {
         h.wake();
     }
-}
-
-fn forget_writer(r: *mut ngx_http_request_t) -> Option<executor::Handle> {
-    WRITERS.with_borrow_mut(|w| {
-        let i = w.iter().position(|(q, _)| *q == r)?;
-        Some(w.swap_remove(i).1)
-    })
 }
 
 /// Completes the response after a content handler returned: the header if

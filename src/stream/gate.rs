@@ -69,7 +69,7 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
             ctx.waiting.set(None);
             unwatch_client(s);
             match rc {
-                Some(rc) if !(ffi::ngx_exiting != 0 || ffi::ngx_terminate != 0) => {
+                Some(rc) if !ffi::exiting() => {
                     ctx.resumed_rc.set(Some(rc));
                     ffi::ngx_stream_core_run_phases(s);
                 }

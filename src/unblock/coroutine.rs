@@ -47,6 +47,8 @@ pub struct Coroutine {
     finished: bool,
     overflowed: bool,
     generation: u64,
+    /// Run when the coroutine is released (see `Handle::defer`), last first.
+    deferred: Vec<Box<dyn FnOnce()>>,
     /// What the coroutine's owner attaches (e.g. the resolver to use).
     pub env: Env,
 }
@@ -124,6 +126,7 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
         finished: false,
         overflowed: false,
         generation: 0,
+        deferred: Vec::new(),
         env,
     }));
     let generation = GENERATION.get() + 1;
@@ -182,6 +185,23 @@ impl Handle {
         self.co().env
     }
 
+    /// A number no other coroutine of this worker has had: the handler's
+    /// identity (e.g. who owns a lock), never reused.
+    pub fn id(self) -> u64 {
+        self.1
+    }
+
+    /// Runs `f` on nginx's stack when this coroutine is released — it
+    /// finished, was cancelled, or was abandoned after a stack overflow —
+    /// before its `on_done`. Whatever a wait registered on the coroutine's
+    /// behalf (a timer, a resolver query, an nginx connection for a socket)
+    /// is withdrawn here at the latest, so nothing outlives its owner.
+    pub fn defer(self, f: Box<dyn FnOnce()>) {
+        if self.is_live() {
+            self.co().deferred.push(f);
+        }
+    }
+
     /// Resumes a coroutine suspended by `suspend_current`.
     pub fn wake(self) {
         self.resume(Wake::Ready);
@@ -237,6 +257,9 @@ impl Handle {
         // SAFETY: removed from LIVE: this is the only owner now.
         let mut co = unsafe { Box::from_raw(self.0) };
         let on_done = co.on_done.take().filter(|_| co.suspended_once);
+        while let Some(f) = co.deferred.pop() {
+            f();
+        }
         if co.overflowed {
             let size = co.stack.as_ref().map_or(0, |s| s.len());
             let msg = format!(
