@@ -17,14 +17,19 @@ use crate::text;
 /// The core module's configuration: one per cycle.
 pub struct CoreConf {
     pub state: PyState,
+    /// `python_shared_dict` zones of this configuration (http and stream).
+    pub shared: Vec<*mut crate::shared::Zone>,
+    /// `python_init_worker`, in order.
+    pub init_worker: Vec<Handler>,
 }
 
 const MAIN: u32 = ffi::NGX_MAIN_CONF | ffi::NGX_DIRECT_CONF | ffi::NGX_CONF_TAKE1;
 
-static mut COMMANDS: [ngx_command_t; 4] = [
+static mut COMMANDS: [ngx_command_t; 5] = [
     ffi::command(b"python\0", MAIN, python, 0),
     ffi::command(b"python_include\0", MAIN, python_include, 0),
     ffi::command(b"python_stack_size\0", MAIN, python_stack_size, 0),
+    ffi::command(b"python_init_worker\0", MAIN, python_init_worker, 0),
     ffi::command_end(),
 ];
 
@@ -54,7 +59,8 @@ unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
         })
     });
     match state {
-        Ok(state) => ffi::pool_box((*cycle).pool, CoreConf { state }).map_or(ptr::null_mut(), |p| p as *mut c_void),
+        Ok(state) => ffi::pool_box((*cycle).pool, CoreConf { state, shared: Vec::new(), init_worker: Vec::new() })
+            .map_or(ptr::null_mut(), |p| p as *mut c_void),
         Err(()) => ptr::null_mut(),
     }
 }
@@ -70,9 +76,72 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     ffi::OK
 }
 
-/// Worker exit: handlers still waiting unwind (their `finally` blocks run).
+thread_local! {
+    static WORKER_STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this process is a worker that has started: what may use
+/// run-time facilities (shared dicts, timers), unlike configuration code.
+pub fn worker_started() -> bool {
+    WORKER_STARTED.get()
+}
+
+/// The worker's event loop is set up (called from the http module's
+/// `init_process`, which nginx runs after the event modules'; this core
+/// module's runs before them): timers can be armed and connections taken.
+/// Watches for a graceful stop, then runs `python_init_worker` handlers in
+/// order; an exception is logged and the worker goes on. Outside any
+/// handler: blocking calls really block here.
+///
+/// # Safety
+/// Called by nginx in a starting process with its live cycle.
+pub unsafe extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let worker = ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
+        || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t;
+    let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
+    if !worker || conf.is_null() {
+        return ffi::OK;
+    }
+    WORKER_STARTED.set(true);
+    crate::timers::watch_exit(cycle);
+    Python::attach(|py| {
+        for h in &(*conf).init_worker {
+            if let Err(e) = h.call0(py) {
+                errors::log_exception(py, (*cycle).log, "python_init_worker", &e);
+            }
+        }
+    });
+    ffi::OK
+}
+
+/// Worker exit: timers are cancelled and handlers still waiting unwind
+/// (their `finally` blocks run).
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    crate::timers::cancel_all();
+    crate::timers::unwatch_exit();
     executor::exit_process();
+}
+
+/// The core module's configuration being parsed.
+///
+/// # Safety
+/// `cf` must be the live configuration being parsed.
+pub unsafe fn conf<'a>(cf: *mut ngx_conf_t) -> &'a mut CoreConf {
+    &mut *ffi::core_conf::<CoreConf>((*cf).cycle, &*(&raw const ngx_python_module))
+}
+
+/// `python_init_worker EXPR`: evaluated in each worker after it starts.
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
+unsafe extern "C" fn python_init_worker(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    match compile_arg(cf, 1, "") {
+        Some(h) => {
+            conf(cf).init_worker.push(h);
+            ptr::null_mut()
+        }
+        None => ffi::CONF_ERROR,
+    }
 }
 
 /// This configuration's Python state, from any directive handler.
@@ -80,8 +149,7 @@ unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
 /// # Safety
 /// `cf` must be the live configuration being parsed.
 pub unsafe fn state<'a>(cf: *mut ngx_conf_t) -> &'a mut PyState {
-    let conf = ffi::core_conf::<CoreConf>((*cf).cycle, &*(&raw const ngx_python_module));
-    &mut (*conf).state
+    &mut conf(cf).state
 }
 
 /// Directive argument `i` as text (nginx.conf is read as bytes).

@@ -8,6 +8,8 @@
 //! - `core_module` `ngx_python_module`: main-level directives, the cycle's state
 //! - `http`        `ngx_http_python_module`: directives, phases, the request `r`
 //! - `stream`      `ngx_stream_python_module`: directives, phases, the session `s`
+//! - `shared`      `python_shared_dict`: dicts in shared memory (`ngx.shared`)
+//! - `timers`      `ngx.timer` / `ngx.every`
 //! - `sync` / `unblock` the two executors behind `executor` (cfg-if)
 //!
 //! Without a configured nginx tree (no NGX_OBJS, e.g. `cargo test`) only the
@@ -27,6 +29,10 @@ pub mod http;
 pub mod stream;
 #[cfg(ngx_configured)]
 pub mod executor;
+#[cfg(ngx_configured)]
+pub mod shared;
+#[cfg(ngx_configured)]
+pub mod timers;
 #[cfg(all(ngx_configured, not(feature = "unblock")))]
 pub mod sync;
 #[cfg(all(ngx_configured, feature = "unblock"))]

@@ -212,7 +212,7 @@ class NginxTestCase(unittest.TestCase):
         parts = [
             'daemon off;',
             'master_process on;',
-            'worker_processes 1;',
+            '' if 'worker_processes' in main else 'worker_processes 1;',
             'error_log logs/error.log %s;' % level,
             'pid logs/nginx.pid;',
         ]

@@ -33,7 +33,8 @@ pub struct LocConf {
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;
 const LOC_OFFSET: usize = std::mem::offset_of!(ffi::ngx_http_conf_ctx_t, loc_conf);
 
-static mut COMMANDS: [ngx_command_t; 8] = [
+static mut COMMANDS: [ngx_command_t; 9] = [
+    ffi::command(b"python_shared_dict\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE2, crate::shared::python_shared_dict, 0),
     ffi::command(b"python\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python, 0),
     ffi::command(b"python_include\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python_include, 0),
     ffi::command(b"python_stack_size\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE1, core_module::python_stack_size, 0),
@@ -65,7 +66,7 @@ pub static mut ngx_http_python_module: ngx_module_t = ffi::module(
     &raw mut CTX as *mut c_void,
     &raw mut COMMANDS as *mut ngx_command_t,
     ffi::NGX_HTTP_MODULE,
-    None,
+    Some(core_module::init_worker),
     None,
 );
 

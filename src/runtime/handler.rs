@@ -25,4 +25,10 @@ impl Handler {
         // that the current request belongs to; the GIL is held (`py`).
         unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_CallOneArg(self.func.as_ptr(), arg.as_ptr())) }
     }
+
+    /// Calls a handler compiled without a parameter (`python_init_worker`).
+    pub fn call0<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: as for `call`.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_CallNoArgs(self.func.as_ptr())) }
+    }
 }

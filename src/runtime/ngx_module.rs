@@ -34,6 +34,9 @@ pub fn ngx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ] {
         m.add(name, v)?;
     }
+    m.add("shared", crate::shared::SharedDicts)?;
+    m.add_function(wrap_pyfunction!(crate::timers::timer, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::timers::every, m)?)?;
     m.add("SEND_FLUSH", SEND_FLUSH)?;
     m.add("SEND_LAST", SEND_LAST)?;
     m.add("__doc__", "nginx constants for nginx-python handlers")?;

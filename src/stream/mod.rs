@@ -46,7 +46,8 @@ const MAIN: u32 = ffi::NGX_STREAM_MAIN_CONF;
 const MAIN_SRV: u32 = ffi::NGX_STREAM_MAIN_CONF | ffi::NGX_STREAM_SRV_CONF;
 const SRV_OFFSET: usize = std::mem::offset_of!(ffi::ngx_stream_conf_ctx_t, srv_conf);
 
-static mut COMMANDS: [ngx_command_t; 9] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
+    ffi::command(b"python_shared_dict\0", MAIN | ffi::NGX_CONF_TAKE2, crate::shared::python_shared_dict, 0),
     ffi::command(b"python\0", MAIN_SRV | ffi::NGX_CONF_TAKE1, core_module::python, 0),
     ffi::command(b"python_include\0", MAIN_SRV | ffi::NGX_CONF_TAKE1, core_module::python_include, 0),
     ffi::command(b"python_stack_size\0", MAIN | ffi::NGX_CONF_TAKE1, core_module::python_stack_size, 0),
