@@ -182,6 +182,42 @@ class SharedDict(harness.NginxTestCase):
         with socket.create_connection(('127.0.0.1', self.port2), timeout=5) as c:
             self.assertEqual(c.recv(100), b'stream:kept')
 
+    def test_killed_worker_never_wedges_the_zone(self):
+        """Workers killed (SIGKILL) in the middle of increments, perhaps
+        holding the zone's lock: the master unlocks it, the others go on."""
+        self.allow_log = r'exited on signal 9'
+        self.start_server('''
+            location / { python_content "app.count(r)"; }
+        ''', http='python_shared_dict d 1m; python "import app";',
+            main='worker_processes 4;', files={'app.py': APP})
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    self.get('/', headers={'Connection': 'close'}, timeout=2)
+                except OSError:
+                    pass
+
+        threads = [threading.Thread(target=load) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(6):
+                time.sleep(0.15)
+                victim = sorted(self.worker_pids())[0]
+                os.kill(victim, signal.SIGKILL)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        for _ in range(40):
+            status, _, _ = self.get('/', headers={'Connection': 'close'}, timeout=5)
+            self.assertEqual(status, 200)
+        self.assertLess(time.monotonic() - t0, 10)
+
     def test_config_time_use_is_an_error(self):
         rc, out = self.nginx_t(http='''
             python_shared_dict d 1m;
@@ -225,6 +261,31 @@ def show(r):
 '''
 
 
+RATE = r'''
+import ngx
+
+def limited(r, limit=5, window=1):
+    """At most `limit` requests per client address per `window` seconds,
+    counted across all workers."""
+    key = 'rate:' + r.var['remote_addr']
+    if ngx.shared['rates'].incr(key, 1, init=0, ttl=window) > limit:
+        return 429
+'''
+
+
+class RateLimiter(harness.NginxTestCase):
+
+    def test_rate_limiter_example(self):
+        self.start_server('''
+            location / { python_access "rate.limited(r)"; python_content "r.send('ok', ngx.SEND_LAST)"; }
+        ''', http='python_shared_dict rates 1m; python "import rate";',
+            main='worker_processes 2;', files={'rate.py': RATE})
+        codes = [self.get('/', headers={'Connection': 'close'})[0] for _ in range(8)]
+        self.assertEqual(codes, [200] * 5 + [429] * 3)
+        time.sleep(1.1)
+        self.assertEqual(self.get('/')[0], 200)
+
+
 class InitWorkerAndTimers(harness.NginxTestCase):
 
     def test_init_worker_and_timers(self):
@@ -249,6 +310,36 @@ class InitWorkerAndTimers(harness.NginxTestCase):
         self.assertIn('python_init_worker', log)
         self.assertIn('ValueError: timer says no', log)
         self.assertNotIn('never', repr(d))
+
+    def test_timers_on_time_under_load(self):
+        """A 50 ms periodic timer keeps its pace while the worker serves
+        requests as fast as a client can send them."""
+        self.start_server('''
+            location / { python_content "r.send('x', ngx.SEND_LAST)"; }
+            location /ticks { python_content "r.send(repr(ngx.shared['d'].get('ticks')), ngx.SEND_LAST)"; }
+        ''', http='python_shared_dict d 1m;', main='''
+            python "import app";
+            python_init_worker "ngx.every(0.05, app.tick)";
+        ''', files={'app.py': TIMERS})
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                self.get('/')
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        start = int(self.get_body('/ticks').replace('None', '0'))
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        ticks = int(self.get_body('/ticks')) - start
+        elapsed = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.assertGreaterEqual(ticks, int(elapsed / 0.05) - 3)
+        self.assertLessEqual(ticks, int(elapsed / 0.05) + 2)
 
     def test_timer_at_config_time_is_an_error(self):
         rc, out = self.nginx_t(main='python "ngx.timer(1, print)";')
