@@ -225,6 +225,22 @@ mapping_methods!(OutputHeaders {
         }
     }
 
+    /// Adds a header, keeping others of the same name (e.g. Set-Cookie).
+    fn add(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = self.r.borrow(py).raw()?;
+        let name = name_of(name)?;
+        let value = value_bytes(value)?;
+        check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        check_header_value(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // SAFETY: r is live; everything stored is copied into its pool.
+        unsafe {
+            if !matches!(special(&name), Special::None) {
+                remove(r, &name); // a header nginx keeps once
+            }
+            set(r, &name, &value)
+        }
+    }
+
     fn __delitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = self.r.borrow(py).raw()?;
         let n = name_of(name)?;

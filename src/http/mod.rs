@@ -4,6 +4,7 @@
 //! `variables`, `output`).
 
 mod access;
+mod body;
 mod content;
 mod headers;
 mod log;
@@ -11,6 +12,7 @@ mod output;
 pub mod request;
 mod set;
 mod variables;
+mod wsgi;
 
 use std::os::raw::{c_char, c_void};
 use std::ptr;
@@ -33,7 +35,8 @@ pub struct LocConf {
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;
 const LOC_OFFSET: usize = std::mem::offset_of!(ffi::ngx_http_conf_ctx_t, loc_conf);
 
-static mut COMMANDS: [ngx_command_t; 9] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
+    ffi::command(b"python_wsgi\0", ffi::NGX_HTTP_LOC_CONF | ffi::NGX_HTTP_LIF_CONF | ffi::NGX_CONF_TAKE1, wsgi::python_wsgi, LOC_OFFSET),
     ffi::command(b"python_shared_dict\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE2, crate::shared::python_shared_dict, 0),
     ffi::command(b"python\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python, 0),
     ffi::command(b"python_include\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python_include, 0),

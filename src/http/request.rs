@@ -136,6 +136,15 @@ impl Request {
         Ok(self.args.get_or_init(|| a).clone_ref(py))
     }
 
+    /// The request body (bytes) once nginx has read it (content handlers),
+    /// None when there is none.
+    #[getter]
+    fn body<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+        let r = self.raw()?;
+        // SAFETY: r is live (checked above).
+        unsafe { super::body::body(py, r) }
+    }
+
     /// A dict private to this request, kept across its phases.
     #[getter]
     fn ctx(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {

@@ -101,6 +101,16 @@ impl PyState {
     }
 }
 
+impl PyState {
+    /// Keeps `func` (a callable taking `r` or `s`) for this configuration's
+    /// life and returns it as a handler (e.g. a WSGI application's adapter).
+    pub fn keep(&mut self, func: &Bound<'_, PyAny>) -> Handler {
+        let handler = Handler::new(func);
+        self.handlers.push(func.clone().unbind());
+        handler
+    }
+}
+
 impl Drop for PyState {
     fn drop(&mut self) {
         Python::attach(|py| {

@@ -1,0 +1,65 @@
+//! `python_wsgi MODULE:CALLABLE` (location, if in location): a PEP 3333
+//! application as the location's content handler. The application is
+//! imported at configuration time; `wsgi.py` builds `environ` from `r` and
+//! sends the response through `r.send`, so everything else (body reading,
+//! suspending in the unblock build, errors) is the content handler's.
+
+use std::os::raw::{c_char, c_void};
+use std::ptr;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use super::{content, LocConf};
+use crate::core_module;
+use crate::ffi::{self, ngx_command_t, ngx_conf_t};
+use crate::runtime::errors;
+
+/// The embedded `wsgi.py`, created once per process.
+fn wsgi_module(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let modules = py.import("sys")?.getattr("modules")?;
+    if let Ok(m) = modules.get_item("_ngx_wsgi") {
+        return Ok(m);
+    }
+    let code = std::ffi::CString::new(include_str!("wsgi.py")).expect("no NUL in wsgi.py");
+    let m = PyModule::from_code(py, &code, c"nginx-python/wsgi.py", c"_ngx_wsgi")?;
+    modules.set_item("_ngx_wsgi", &m)?;
+    Ok(m.into_any())
+}
+
+/// SCRIPT_NAME for the location being configured: its prefix without the
+/// trailing slash ("" for `/`, regex and named locations).
+unsafe fn script_name(clcf: *mut ffi::ngx_http_core_loc_conf_t) -> String {
+    if (*clcf).named() != 0 || !(*clcf).regex.is_null() {
+        return String::new();
+    }
+    let name = String::from_utf8_lossy(ffi::bytes(&(*clcf).name)).into_owned();
+    name.trim_end_matches('/').to_string()
+}
+
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
+pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    let lcf = &mut *(conf as *mut LocConf);
+    if lcf.content.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let spec = String::from_utf8_lossy(ffi::bytes(&ffi::conf_args(cf)[1])).into_owned();
+    let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    let script = script_name(clcf);
+    let conf_id = (*cf).cycle as usize;
+    let handler = Python::attach(|py| {
+        let made = wsgi_module(py).and_then(|m| m.call_method1("handler", (&spec, &script, conf_id)));
+        match made {
+            Ok(f) => Some(core_module::state(cf).keep(&f)),
+            Err(e) => {
+                errors::conf_exception(py, cf, &format!("python_wsgi \"{spec}\""), &e);
+                None
+            }
+        }
+    });
+    let Some(h) = handler else { return ffi::CONF_ERROR };
+    lcf.content = Some(h);
+    (*clcf).handler = Some(content::content_handler);
+    ptr::null_mut()
+}

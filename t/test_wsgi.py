@@ -1,0 +1,457 @@
+"""python_wsgi: PEP 3333 applications hosted in nginx."""
+
+import json
+import socket
+import threading
+import time
+
+import harness
+from harness import unblock_only
+
+APPS = r'''
+import json, os, sys, time
+from wsgiref.validate import validator
+
+CLOSED = []
+
+def _environ(environ, start_response):
+    body = environ['wsgi.input'].read(int(environ.get('CONTENT_LENGTH') or 0))
+    keys = ('REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'CONTENT_TYPE',
+            'CONTENT_LENGTH', 'SERVER_PROTOCOL', 'REMOTE_ADDR', 'HTTP_X_TEST', 'HTTP_HOST',
+            'wsgi.url_scheme', 'wsgi.multithread', 'wsgi.multiprocess', 'wsgi.run_once')
+    out = {k: environ.get(k) for k in keys}
+    out['body'] = body.decode('latin-1')
+    out['server_port_is_str'] = isinstance(environ['SERVER_PORT'], str)
+    environ['wsgi.errors'].write('wsgi.errors line\n')
+    data = json.dumps(out).encode()
+    start_response('200 OK', [('Content-Type', 'application/json'),
+                              ('Content-Length', str(len(data)))])
+    return [data]
+
+environ_app = validator(_environ)
+
+class Streamed:
+    def __init__(self, n):
+        self.n = n
+    def __iter__(self):
+        for i in range(self.n):
+            yield b'chunk %d\n' % i
+    def close(self):
+        CLOSED.append(self.n)
+
+def _stream(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2')])
+    return Streamed(int(environ['QUERY_STRING'] or 3))
+
+stream_app = validator(_stream)
+
+def closed_app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [repr(CLOSED).encode()]
+
+def write_app(environ, start_response):
+    write = start_response('201 Created', [('Content-Type', 'text/plain')])
+    write(b'written ')
+    return [b'returned']
+
+def status_app(environ, start_response):
+    start_response('404 Not Found', [('Content-Type', 'text/plain')])
+    return [b'nothing here']
+
+def empty_app(environ, start_response):
+    start_response('204 No Content', [])
+    return []
+
+def raise_early(environ, start_response):
+    raise ValueError('before start_response')
+
+def raise_late(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    yield b'x' * 100000
+    raise ValueError('after the headers')
+
+def bad_status(environ, start_response):
+    start_response('OK', [])
+    return [b'']
+
+def bad_headers(environ, start_response):
+    start_response('200 OK', {'a': 'b'})
+    return [b'']
+
+def bad_body(environ, start_response):
+    start_response('200 OK', [])
+    return ['text, not bytes']
+
+def exc_info_app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    try:
+        raise KeyError('k')
+    except KeyError:
+        start_response('500 Oops', [('Content-Type', 'text/plain')], sys.exc_info())
+    return [b'replaced']
+
+def slow(environ, start_response):
+    time.sleep(1)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'slept']
+
+def file_app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return environ['wsgi.file_wrapper'](open(__file__, 'rb'), 1000)
+'''
+
+
+class Wsgi(harness.NginxTestCase):
+
+    def start_apps(self, locations, http='', files=None):
+        all_files = {'apps.py': APPS}
+        all_files.update(files or {})
+        self.start_server(locations, http=http, files=all_files)
+
+    def test_environ_and_validator(self):
+        self.start_apps('''
+            location /app/ { python_wsgi apps:environ_app; }
+        ''')
+        status, _, body = self.get('/app/x/y?a=1&b=%20', method='POST', body=b'hello',
+                                   headers={'X-Test': 'yes', 'Content-Type': 'text/plain'})
+        self.assertEqual(status, 200, self.error_log())
+        env = json.loads(body)
+        self.assertEqual(env['REQUEST_METHOD'], 'POST')
+        self.assertEqual(env['SCRIPT_NAME'], '/app')
+        self.assertEqual(env['PATH_INFO'], '/x/y')
+        self.assertEqual(env['QUERY_STRING'], 'a=1&b=%20')
+        self.assertEqual(env['CONTENT_TYPE'], 'text/plain')
+        self.assertEqual(env['CONTENT_LENGTH'], '5')
+        self.assertEqual(env['body'], 'hello')
+        self.assertEqual(env['HTTP_X_TEST'], 'yes')
+        self.assertEqual(env['SERVER_PROTOCOL'], 'HTTP/1.1')
+        self.assertEqual(env['REMOTE_ADDR'], '127.0.0.1')
+        self.assertEqual(env['wsgi.url_scheme'], 'http')
+        self.assertEqual(env['wsgi.multithread'], harness.unblock_build())
+        self.assertEqual((env['wsgi.multiprocess'], env['wsgi.run_once']), (True, False))
+        self.assertTrue(env['server_port_is_str'])
+        self.assertIn('wsgi.errors line', self.error_log())
+
+    def test_large_body_from_temp_file(self):
+        self.start_apps('''
+            client_body_buffer_size 8k;
+            location / { python_wsgi apps:environ_app; }
+        ''')
+        data = bytes(range(256)) * 4000
+        status, _, body = self.get('/', method='POST', body=data)
+        self.assertEqual(status, 200, self.error_log())
+        self.assertEqual(json.loads(body)['body'].encode('latin-1'), data)
+        self.assertIn('a client request body is buffered to a temporary file', self.error_log())
+
+    def test_streaming_cookies_close(self):
+        self.start_apps('''
+            location /s { python_wsgi apps:stream_app; }
+            location /closed { python_wsgi apps:closed_app; }
+        ''')
+        status, headers, body = self.get('/s?5')
+        self.assertEqual(status, 200)
+        self.assertEqual(body, b''.join(b'chunk %d\n' % i for i in range(5)))
+        self.assertEqual(headers.get_all('Set-Cookie'), ['a=1', 'b=2'])
+        self.assertEqual(self.get_body('/closed'), '[5]')
+
+    def test_write_status_empty_file_wrapper(self):
+        self.start_apps('''
+            location /w { python_wsgi apps:write_app; }
+            location /404 { python_wsgi apps:status_app; }
+            location /204 { python_wsgi apps:empty_app; }
+            location /f { python_wsgi apps:file_app; }
+            location /e { python_wsgi apps:exc_info_app; }
+        ''')
+        self.assertEqual(self.get('/w')[::2], (201, b'written returned'))
+        self.assertEqual(self.get('/404')[::2], (404, b'nothing here'))
+        self.assertEqual(self.get('/204')[::2], (204, b''))
+        self.assertEqual(self.get('/f')[2], APPS.encode())
+        self.assertEqual(self.get('/e')[::2], (500, b'replaced'))
+
+    def test_errors(self):
+        self.start_apps('''
+            location /early { python_wsgi apps:raise_early; }
+            location /late { python_wsgi apps:raise_late; }
+            location /status { python_wsgi apps:bad_status; }
+            location /headers { python_wsgi apps:bad_headers; }
+            location /body { python_wsgi apps:bad_body; }
+            location /ok { python_wsgi apps:status_app; }
+        ''')
+        self.assertEqual(self.get('/early')[0], 500)
+        self.assertIn('ValueError: before start_response', self.error_log())
+        # headers out, then the app fails: the response is cut short
+        raw = self.raw(b'GET /late HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(raw.startswith(b'HTTP/1.1 200'), raw)
+        self.assertNotIn(b'\r\n0\r\n\r\n', raw)   # no chunked end: cut short
+        self.assertIn('ValueError: after the headers', self.error_log())
+        for path, message in (('/status', 'WSGI status must be'),
+                              ('/headers', 'headers must be a list'),
+                              ('/body', 'body data must be bytes')):
+            self.assertEqual(self.get(path)[0], 500, path)
+            self.assertIn(message, self.error_log())
+        self.assertEqual(self.get('/ok')[0], 404)   # the worker is fine
+
+    def test_import_error_fails_configuration(self):
+        rc, out = self.nginx_t(http='''
+            server { listen 127.0.0.1:%(port)s; location / { python_wsgi nosuchmodule:app; } }
+        ''')
+        self.assertConfError(rc, out, 'python_wsgi nosuchmodule', 'python_wsgi "nosuchmodule:app"',
+                             'ModuleNotFoundError')
+
+    def test_reload_picks_up_new_code(self):
+        app = 'def app(e, s):\n    s("200 OK", [])\n    return [b"%s"]\n'
+        self.start_server('location / { python_wsgi myapp:app; }', files={'myapp.py': app % 'one'})
+        self.assertEqual(self.get_body('/'), 'one')
+        self.write_file('myapp.py', app % 'two')
+        self.reload()
+        self.assertEqual(self.get_body('/'), 'two')
+
+    @unblock_only
+    def test_ten_slow_requests_together(self):
+        self.start_apps('''
+            location /slow { python_wsgi apps:slow; }
+            location / { return 200 "fast"; }
+        ''')
+        results = []
+
+        def one():
+            results.append(self.get('/slow')[::2])
+
+        threads = [threading.Thread(target=one) for _ in range(10)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        t1 = time.monotonic()
+        self.assertEqual(self.get_body('/'), 'fast')
+        self.assertLess(time.monotonic() - t1, 0.1)
+        for t in threads:
+            t.join(10)
+        self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertEqual(results, [(200, b'slept')] * 10)
+
+
+def skip_unless_embedded_has(test, module, package):
+    """Skips unless the Python inside nginx can import `module`."""
+    rc, _ = test.nginx_t(main='python "import %s";' % module)
+    if rc != 0:
+        test.skipTest('%s is not installed for the embedded Python' % package)
+
+
+FLASK = r'''
+import json, time
+from flask import Flask, Response, jsonify, request, abort
+
+app = Flask(__name__)
+
+@app.route('/')
+def index():
+    return 'flask index'
+
+@app.route('/user/<name>')
+def user(name):
+    return jsonify(name=name, q=request.args.get('q'), agent=request.headers.get('User-Agent'))
+
+@app.route('/stream')
+def stream():
+    def gen():
+        for i in range(3):
+            yield 'line %d\n' % i
+    return Response(gen(), mimetype='text/plain')
+
+@app.route('/upload', methods=['POST'])
+def upload():
+    f = request.files['file']
+    data = f.read()
+    return jsonify(filename=f.filename, size=len(data), field=request.form.get('field'))
+
+@app.route('/boom')
+def boom():
+    abort(418)
+
+@app.errorhandler(418)
+def teapot(e):
+    return jsonify(error='teapot'), 418
+
+@app.route('/wait')
+def wait():
+    time.sleep(1)
+    return 'waited'
+
+@app.route('/fetch/<int:port>')
+def fetch(port):
+    # an upstream that takes a second to answer
+    import urllib.request
+    with urllib.request.urlopen('http://127.0.0.1:%d/upstream' % port, timeout=5) as f:
+        return 'upstream said ' + f.read().decode()
+'''
+
+
+class Flask(harness.NginxTestCase):
+
+    def setUp(self):
+        skip_unless_embedded_has(self, 'flask', 'python3-flask')
+
+    def test_flask_app(self):
+        self.start_server('location /shop/ { python_wsgi shop:app; }', files={'shop.py': FLASK})
+        self.assertEqual(self.get('/shop/')[::2], (200, b'flask index'))
+        status, headers, body = self.get('/shop/user/ada?q=1', headers={'User-Agent': 'ua/1'})
+        self.assertEqual(status, 200, self.error_log())
+        self.assertEqual(headers['Content-Type'], 'application/json')
+        self.assertEqual(json.loads(body), {'name': 'ada', 'q': '1', 'agent': 'ua/1'})
+        self.assertEqual(self.get('/shop/stream')[2], b'line 0\nline 1\nline 2\n')
+        boundary = 'XyZ'
+        content = b'\x00\x01binary\xff' * 5000
+        form = (('--%s\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n'
+                 '--%s\r\nContent-Disposition: form-data; name="file"; filename="a.bin"\r\n'
+                 'Content-Type: application/octet-stream\r\n\r\n' % (boundary, boundary)).encode()
+                + content + ('\r\n--%s--\r\n' % boundary).encode())
+        status, _, body = self.get('/shop/upload', method='POST', body=form, headers={
+            'Content-Type': 'multipart/form-data; boundary=%s' % boundary})
+        self.assertEqual(status, 200, self.error_log())
+        self.assertEqual(json.loads(body), {'filename': 'a.bin', 'size': len(content), 'field': 'value'})
+        status, _, body = self.get('/shop/boom')
+        self.assertEqual((status, json.loads(body)), (418, {'error': 'teapot'}))
+        self.assertEqual(self.get('/shop/nope')[0], 404)
+
+    @unblock_only
+    def test_flask_concurrent_waits(self):
+        """Ten requests to a view that waits a second on its upstream finish
+        together, in one worker, while other requests are served."""
+        self.start_server('''
+            location / { python_wsgi shop:app; }
+            location /upstream { python_content "time.sleep(1) or r.send('hi', ngx.SEND_LAST)"; }
+        ''', http='python "import time";', files={'shop.py': FLASK})
+        results = []
+        path = '/fetch/%d' % self.port
+        threads = [threading.Thread(target=lambda: results.append(self.get(path)[::2]))
+                   for _ in range(10)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t1 = time.monotonic()
+        self.assertEqual(self.get('/')[::2], (200, b'flask index'))
+        self.assertLess(time.monotonic() - t1, 0.1)
+        for t in threads:
+            t.join(10)
+        self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertEqual(results, [(200, b'upstream said hi')] * 10)
+
+
+DJANGO = {
+    'proj/__init__.py': '',
+    'proj/settings.py': r'''
+import os
+BASE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET_KEY = 'test-only'
+DEBUG = False
+ALLOWED_HOSTS = ['*']
+INSTALLED_APPS = ['django.contrib.admin', 'django.contrib.auth', 'django.contrib.contenttypes',
+                  'django.contrib.sessions', 'django.contrib.messages', 'django.contrib.staticfiles',
+                  'shop']
+MIDDLEWARE = ['django.contrib.sessions.middleware.SessionMiddleware',
+              'django.middleware.common.CommonMiddleware',
+              'django.middleware.csrf.CsrfViewMiddleware',
+              'django.contrib.auth.middleware.AuthenticationMiddleware',
+              'django.contrib.messages.middleware.MessageMiddleware']
+ROOT_URLCONF = 'proj.urls'
+TEMPLATES = [{'BACKEND': 'django.template.backends.django.DjangoTemplates', 'APP_DIRS': True,
+              'OPTIONS': {'context_processors': ['django.template.context_processors.request',
+                                                 'django.contrib.auth.context_processors.auth',
+                                                 'django.contrib.messages.context_processors.messages']}}]
+DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': os.path.join(BASE, 'db.sqlite3')}}
+STATIC_URL = '/static/'
+STATIC_ROOT = os.path.join(BASE, 'static')
+DEFAULT_AUTO_FIELD = 'django.db.models.AutoField'
+USE_TZ = True
+''',
+    'proj/urls.py': r'''
+from django.contrib import admin
+from django.urls import path
+from shop import views
+urlpatterns = [path('admin/', admin.site.urls), path('add', views.add), path('form', views.form),
+               path('visit', views.visit)]
+''',
+    'proj/wsgi.py': r'''
+import os
+os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'proj.settings')
+from django.core.wsgi import get_wsgi_application
+application = get_wsgi_application()
+''',
+    'shop/__init__.py': '',
+    'shop/models.py': r'''
+from django.db import models
+class Item(models.Model):
+    name = models.CharField(max_length=100)
+''',
+    'shop/views.py': r'''
+from django.http import HttpResponse
+from django.template import Template, RequestContext
+from .models import Item
+
+def add(request):
+    Item.objects.create(name=request.GET['name'])
+    return HttpResponse('%d %s' % (Item.objects.count(), ','.join(i.name for i in Item.objects.order_by('id'))))
+
+FORM = Template('<form method="post">{% csrf_token %}<input name="v"></form>')
+
+def form(request):
+    if request.method == 'POST':
+        return HttpResponse('posted ' + request.POST['v'])
+    return HttpResponse(FORM.render(RequestContext(request)))
+
+def visit(request):
+    request.session['n'] = request.session.get('n', 0) + 1
+    return HttpResponse(str(request.session['n']))
+''',
+    'setup_django.py': r'''
+import os
+os.environ['DJANGO_SETTINGS_MODULE'] = 'proj.settings'
+import django
+django.setup()
+from django.core.management import call_command
+call_command('migrate', run_syncdb=True, verbosity=0)
+call_command('collectstatic', interactive=False, verbosity=0)
+''',
+}
+
+
+class Django(harness.NginxTestCase):
+
+    def setUp(self):
+        skip_unless_embedded_has(self, 'django', 'python3-django')
+
+    def test_django_project(self):
+        self.start_server('''
+            location / { python_wsgi proj.wsgi:application; }
+            location /static/ { alias %(prefix)sstatic/; types { text/css css; } }
+        ''', http='python_include setup_django.py;', files=DJANGO)
+        self.assertEqual(self.get_body('/add?name=a'), '1 a')
+        self.assertEqual(self.get_body('/add?name=b'), '2 a,b')
+        # sessions: the cookie brings the count back
+        status, headers, body = self.get('/visit')
+        self.assertEqual((status, body), (200, b'1'), self.error_log())
+        cookie = headers['Set-Cookie'].split(';', 1)[0]
+        self.assertEqual(self.get_body('/visit', headers={'Cookie': cookie}), '2')
+        # CSRF: the form's token and cookie make the POST pass; without: 403
+        status, headers, body = self.get('/form')
+        self.assertEqual(status, 200)
+        token = body.decode().split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+        csrf_cookie = headers['Set-Cookie'].split(';', 1)[0]
+        post = ('csrfmiddlewaretoken=%s&v=hello' % token).encode()
+        form_headers = {'Cookie': csrf_cookie, 'Content-Type': 'application/x-www-form-urlencoded'}
+        status, _, body = self.get('/form', method='POST', body=post, headers=form_headers)
+        self.assertEqual((status, body), (200, b'posted hello'), self.error_log())
+        status, _, _ = self.get('/form', method='POST', body=b'v=x',
+                                headers={'Content-Type': 'application/x-www-form-urlencoded'})
+        self.assertEqual(status, 403)
+        status, _, body = self.get('/admin/login/')
+        self.assertEqual(status, 200)
+        self.assertIn(b'Django administration', body)
+        # static files come from nginx itself
+        status, headers, body = self.get('/static/admin/css/base.css')
+        self.assertEqual(status, 200)
+        self.assertEqual(headers['Content-Type'], 'text/css')
+        self.assertGreater(len(body), 1000)
