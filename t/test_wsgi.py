@@ -192,6 +192,17 @@ class Wsgi(harness.NginxTestCase):
             self.assertIn(message, self.error_log())
         self.assertEqual(self.get('/ok')[0], 404)   # the worker is fine
 
+    def test_r_body(self):
+        self.start_server('''
+            client_body_buffer_size 8k;
+            location / { python_content "r.send(repr(r.body)[:40], ngx.SEND_LAST)"; }
+        ''')
+        self.assertEqual(self.get_body('/'), 'None')
+        self.assertEqual(self.get_body('/', method='POST', body=b''), "b''")
+        self.assertEqual(self.get_body('/', method='POST', body=b'abc'), "b'abc'")
+        big = b'z' * 100000
+        self.assertEqual(self.get_body('/', method='POST', body=big), repr(big)[:40])
+
     def test_import_error_fails_configuration(self):
         rc, out = self.nginx_t(http='''
             server { listen 127.0.0.1:%(port)s; location / { python_wsgi nosuchmodule:app; } }
