@@ -124,6 +124,9 @@ struct Lease {
     /// The socket closed while another coroutine waited on it: that one was
     /// woken (it sees EBADF) and frees the connection as it leaves.
     closing: bool,
+    /// Coroutines (ids) that have a `defer` pending for this lease: one
+    /// each, however often the lease goes back and forth between them.
+    deferred: Vec<u64>,
 }
 
 /// Why a wait could not start.
@@ -178,12 +181,17 @@ impl Lease {
                     (*ev).log = log;
                 }
                 (*self.conn).log = log;
-                let weak = Rc::downgrade(this);
-                h.defer(Box::new(move || {
-                    if let Some(lease) = weak.upgrade() {
-                        lease.borrow_mut().owner_released(h, &lease);
-                    }
-                }));
+                if !self.deferred.contains(&h.id()) {
+                    self.deferred.push(h.id());
+                    let weak = Rc::downgrade(this);
+                    h.defer(Box::new(move || {
+                        if let Some(lease) = weak.upgrade() {
+                            let mut l = lease.borrow_mut();
+                            l.deferred.retain(|&id| id != h.id());
+                            l.owner_released(h, &lease);
+                        }
+                    }));
+                }
             }
         }
         Ok(())
@@ -233,7 +241,7 @@ impl Drop for Lease {
 
 impl FdWaiter {
     pub fn new(fd: i32) -> FdWaiter {
-        let lease = Lease { fd, conn: ptr::null_mut(), owner: None, reader: None, writer: None, closing: false };
+        let lease = Lease { fd, conn: ptr::null_mut(), owner: None, reader: None, writer: None, closing: false, deferred: Vec::new() };
         FdWaiter { fd, lease: Rc::new(RefCell::new(lease)) }
     }
 
