@@ -235,5 +235,33 @@ class SelectTest(harness.NginxTestCase):
         self.assertEqual(self.get_body('/config'), '(1, 0, 0, True)')
 
 
+
+class WaitFdBothBuildsTest(harness.NginxTestCase):
+    """ngx.wait_fd exists in both builds (the sync one blocks like poll)."""
+
+    def test_wait_fd_contract(self):
+        app = (
+            "import socket, time\n"
+            "def h(r):\n"
+            "    a, b = socket.socketpair()\n"
+            "    out = [ngx.wait_fd(a, timeout=0.05)]\n"
+            "    t0 = time.monotonic(); out.append(ngx.wait_fd(a.fileno(), timeout=0.1))\n"
+            "    out.append(time.monotonic() - t0 >= 0.1)\n"
+            "    b.send(b'x'); out.append(ngx.wait_fd(a))\n"
+            "    out.append(ngx.wait_fd(b, write=True, timeout=0))\n"
+            "    b.close(); a.recv(1); out.append(ngx.wait_fd(a, timeout=1))\n"
+            "    try:\n"
+            "        ngx.wait_fd(-1)\n"
+            "    except ValueError:\n"
+            "        out.append('ValueError')\n"
+            "    a.close()\n"
+            "    r.send(repr(out), ngx.SEND_LAST)\n")
+        self.start_server('location / { python_content "h(r)"; }',
+                          http='python_include app.py;\n', files={'app.py': app})
+        # empty: False twice (the second not before its timeout); readable;
+        # writable; the peer closed (EOF counts as readable); bad fd
+        self.assertEqual(self.get_body('/'), "[False, False, True, True, True, True, 'ValueError']")
+
+
 if __name__ == '__main__':
     harness.main()

@@ -365,13 +365,26 @@ pub fn wait_event(h: Handle, ev: *mut ngx_event_t, timeout_ms: Option<ffi::ngx_m
         (*ev).handler = Some(event_fired);
         EVENT_WAITERS.with_borrow_mut(|w| w.insert(ev as usize, (h, saved)));
         let rc = if (*ev).write() != 0 { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
+        let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms as u64));
         let wake = if rc != ffi::OK {
             Wake::Cancelled
         } else {
-            if let Some(ms) = timeout_ms {
-                ffi::ngx_python_add_timer(ev, ms);
+            let mut left = timeout_ms;
+            loop {
+                if let Some(ms) = left {
+                    ffi::ngx_python_add_timer(ev, ms);
+                }
+                let wake = coroutine::suspend();
+                // A timer on nginx's lagging clock may fire early: wait on
+                // for what is left by the monotonic clock.
+                match (wake, deadline.and_then(remaining_ms)) {
+                    (Wake::Timeout, Some(ms)) => {
+                        (*ev).set_timedout(0);
+                        left = Some(ms);
+                    }
+                    _ => break wake,
+                }
             }
-            coroutine::suspend()
         };
         EVENT_WAITERS.with_borrow_mut(|w| w.remove(&(ev as usize)));
         (*ev).handler = saved;
