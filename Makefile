@@ -18,7 +18,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module debian-module run test test-sync test-unblock cargo-test bench deps clean
+.PHONY: module debian-module run test test-deps test-sync test-unblock cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -71,7 +71,11 @@ test-unblock:
 	TEST_NGINX_BINARY=$(CURDIR)/build/unblock/objs/nginx $(PYTHON) t
 
 # Both flavours; the suite's last line is "N passed, N failed, N skipped".
-test: deps cargo-test test-sync test-unblock
+test: test-deps cargo-test test-sync test-unblock
+
+# The build's packages plus the real servers the suite talks to.
+test-deps:
+	@tools/deps --test
 
 bench: module
 	$(PYTHON) tools/bench.py $(NGINX)

@@ -36,6 +36,9 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the request lives (its end cancels).
         unsafe {
+            // Finalizing may free the request (and its pool): the
+            // connection, which nginx keeps, is what runs posted requests.
+            let c = (*r).connection;
             let ctx = &*super::request::existing_ctx(r);
             ctx.waiting.set(None);
             wake_request(r);
@@ -48,7 +51,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
                 // The handler died, or the worker exits: end the request.
                 _ => ffi::ngx_http_finalize_request(r, SERVER_ERROR),
             }
-            ffi::ngx_http_run_posted_requests((*r).connection);
+            ffi::ngx_http_run_posted_requests(c);
         }
     };
     // Set before running: what the handler arms while it runs (e.g. a

@@ -35,10 +35,13 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the request lives (its end cancels).
         unsafe {
+            // Finalizing may free the request (and its pool): the
+            // connection, which nginx keeps, is what runs posted requests.
+            let c = (*r).connection;
             (*super::request::existing_ctx(r)).waiting.set(None);
             super::wake_request(r);
             ffi::ngx_http_finalize_request(r, rc.unwrap_or_else(|| failed(r)));
-            ffi::ngx_http_run_posted_requests((*r).connection);
+            ffi::ngx_http_run_posted_requests(c);
         }
     };
     // Set before running: what the handler arms while it runs (e.g. a

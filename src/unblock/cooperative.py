@@ -326,3 +326,7 @@ def install():
     _time.sleep = _u.sleep
     ssl, ssl_socket = _ssl_socket_class()
     ssl.SSLContext.sslsocket_class = ssl_socket
+    _u.load('select').install()
+    _u.load('drivers').install()
+    import ngx
+    ngx.wait_fd = _u.wait_fd

@@ -7,6 +7,7 @@
 mod coroutine;
 mod guard;
 mod pymodule;
+mod readiness;
 mod resolver;
 mod tstate;
 mod wait;

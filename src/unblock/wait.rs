@@ -2,8 +2,11 @@
 //! running coroutine until an nginx event (a timer, a readable or writable
 //! fd) or cancellation, then say which.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::raw::c_void;
+use std::ptr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::coroutine::{self, Handle, Wake};
 use crate::ffi::{self, ngx_connection_t, ngx_event_t};
@@ -51,8 +54,35 @@ unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
     Handle::from_raw((*ev).data).resume(Wake::Ready);
 }
 
-/// Suspends `h` (the running coroutine) for `ms` milliseconds.
+/// Suspends `h` (the running coroutine) for `ms` milliseconds — at least
+/// that long by the monotonic clock (time.monotonic's): nginx's timers run
+/// on its cached clock, which lags while handlers run, so a timer alone
+/// can fire early; it is re-armed for what is left.
 pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
+    let deadline = Instant::now() + Duration::from_millis(ms as u64);
+    let mut left = ms;
+    loop {
+        let wake = sleep_once(h, left);
+        if wake != Wake::Timeout && wake != Wake::Ready {
+            return wake;
+        }
+        match remaining_ms(deadline) {
+            Some(ms) => left = ms,
+            None => return wake,
+        }
+    }
+}
+
+/// Milliseconds (rounded up) until `deadline`, None when it has passed.
+pub fn remaining_ms(deadline: Instant) -> Option<ffi::ngx_msec_t> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(left.as_micros().div_ceil(1000) as ffi::ngx_msec_t)
+}
+
+fn sleep_once(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
     // The event lives on the coroutine's own stack, which stays put while
     // it is suspended; it is off the timer tree before this returns.
     let mut ev: ngx_event_t = unsafe { std::mem::zeroed() };
@@ -66,79 +96,246 @@ pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
     wake
 }
 
-/// An nginx connection wrapping a socket fd that Python owns, so the
-/// coroutine can wait for it on nginx's event loop. `c->data` points here.
+/// Lets a socket fd that Python owns wait on nginx's event loop, on behalf
+/// of whichever coroutine waits on it now.
+///
+/// Ownership: the nginx connection wrapping the fd (taken with
+/// `ngx_get_connection`, `c->data` pointing at the `Lease`) is leased by
+/// the coroutine that waits: taken at its first wait, with that
+/// coroutine's log; handed to a later coroutine (log re-pointed) when that
+/// one waits on the same socket; given back (events removed, connection
+/// freed, the fd left to Python) when its owner is released (`Handle::defer`)
+/// or the socket closes, whichever comes first. So a socket kept between
+/// requests (a pool) holds no connection and no pointer into a finished
+/// request, and a worker that exits has nothing of Python's left open.
 pub struct FdWaiter {
+    fd: i32,
+    lease: Rc<RefCell<Lease>>,
+}
+
+struct Lease {
+    fd: i32,
+    /// Null while no coroutine holds the lease.
     conn: *mut ngx_connection_t,
-    waiting: Option<Handle>,
+    owner: Option<Handle>,
+    /// Who waits for readability / writability now.
+    reader: Option<Handle>,
+    writer: Option<Handle>,
+    /// The socket closed while another coroutine waited on it: that one was
+    /// woken (it sees EBADF) and frees the connection as it leaves.
+    closing: bool,
+    /// Coroutines (ids) that have a `defer` pending for this lease: one
+    /// each, however often the lease goes back and forth between them.
+    deferred: Vec<u64>,
+}
+
+/// Why a wait could not start.
+pub enum WaitError {
+    /// worker_connections are all in use.
+    NoConnection,
+    /// Another coroutine already waits on this socket in that direction.
+    Busy,
 }
 
 unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ngx_connection_t;
-    let w = &mut *((*c).data as *mut FdWaiter);
+    let lease = &*((*c).data as *const RefCell<Lease>);
+    let waiter = {
+        let l = lease.borrow();
+        if (*ev).write() != 0 { l.writer } else { l.reader }
+    };
     // Edge-triggered events also fire when nobody waits: `ready` keeps it.
-    if let Some(h) = w.waiting {
+    if let Some(h) = waiter {
         h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
     }
 }
 
-impl FdWaiter {
-    /// None when nginx has no free connection (worker_connections).
-    pub fn new(fd: i32, log: *mut ffi::ngx_log_t) -> Option<Box<FdWaiter>> {
-        // SAFETY: `fd` is an open socket owned by the caller.
+fn waiting(h: Option<Handle>) -> Option<Handle> {
+    h.filter(|h| h.is_live())
+}
+
+impl Lease {
+    /// Makes `h` the owner, taking a connection if there is none.
+    fn acquire(&mut self, h: Handle, this: &Rc<RefCell<Lease>>) -> Result<(), WaitError> {
+        let log = log_of(h);
+        // SAFETY: `self.fd` is an open socket Python owns; the connection
+        // is ours until `give_back`, and `c->data` (the RefCell inside the
+        // Rc) stays put while the Rc lives — `Drop` gives the connection
+        // back before that.
         unsafe {
-            let c = ffi::ngx_get_connection(fd, log);
-            if c.is_null() {
-                return None;
+            if self.conn.is_null() {
+                let c = ffi::ngx_get_connection(self.fd, log);
+                if c.is_null() {
+                    return Err(WaitError::NoConnection);
+                }
+                (*c).data = Rc::as_ptr(this) as *mut c_void;
+                for ev in [(*c).read, (*c).write] {
+                    (*ev).handler = Some(io_ready);
+                }
+                self.conn = c;
+                self.owner = None;
             }
-            let mut w = Box::new(FdWaiter { conn: c, waiting: None });
-            (*c).data = &mut *w as *mut FdWaiter as *mut c_void;
-            for ev in [(*c).read, (*c).write] {
-                (*ev).handler = Some(io_ready);
-                (*ev).log = log;
+            if self.owner != Some(h) {
+                self.owner = Some(h);
+                for ev in [(*self.conn).read, (*self.conn).write] {
+                    (*ev).log = log;
+                }
+                (*self.conn).log = log;
+                if !self.deferred.contains(&h.id()) {
+                    self.deferred.push(h.id());
+                    let weak = Rc::downgrade(this);
+                    h.defer(Box::new(move || {
+                        if let Some(lease) = weak.upgrade() {
+                            let mut l = lease.borrow_mut();
+                            l.deferred.retain(|&id| id != h.id());
+                            l.owner_released(h, &lease);
+                        }
+                    }));
+                }
             }
-            (*c).log = log;
-            (*(*c).write).set_ready(1); // a fresh socket is writable
-            Some(w)
+        }
+        Ok(())
+    }
+
+    /// `h`, which owned the lease at some point, is being released.
+    fn owner_released(&mut self, h: Handle, this: &Rc<RefCell<Lease>>) {
+        if self.owner != Some(h) {
+            return; // handed on to another coroutine meanwhile
+        }
+        self.owner = None;
+        // Another coroutine still waits the other way: it takes over.
+        match waiting(self.reader).or(waiting(self.writer)).filter(|&w| w != h) {
+            Some(next) => {
+                let _ = self.acquire(next, this);
+            }
+            None => self.give_back(),
         }
     }
 
-    /// Suspends `h` until the fd is readable (`write` false) or writable,
-    /// or `timeout_ms` passes. The caller saw EAGAIN just before.
-    pub fn wait(&mut self, h: Handle, write: bool, timeout_ms: Option<ffi::ngx_msec_t>) -> Wake {
-        // SAFETY: the connection is ours until `drop`.
+    /// Removes the fd from nginx's event loop and frees the connection.
+    fn give_back(&mut self) {
+        if self.conn.is_null() {
+            return;
+        }
+        // SAFETY: the connection is ours (taken in `acquire`); the fd is
+        // Python's and stays open or closed as Python left it.
         unsafe {
-            let ev = if write { (*self.conn).write } else { (*self.conn).read };
+            // Still open (kept in a pool, or socket.detach(): e.g. ssl wraps
+            // the same fd next): really unregister it. Already closed (a
+            // socket collected without close()): the kernel dropped it.
+            let closed = libc::fcntl((*self.conn).fd, libc::F_GETFD) == -1;
+            ffi::ngx_python_close_events(self.conn, closed as ffi::ngx_uint_t);
+            ffi::ngx_free_connection(self.conn);
+            (*self.conn).fd = -1;
+        }
+        self.conn = ptr::null_mut();
+        self.owner = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+impl FdWaiter {
+    pub fn new(fd: i32) -> FdWaiter {
+        let lease = Lease { fd, conn: ptr::null_mut(), owner: None, reader: None, writer: None, closing: false, deferred: Vec::new() };
+        FdWaiter { fd, lease: Rc::new(RefCell::new(lease)) }
+    }
+
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// Suspends `h` (the running coroutine) until the fd is readable
+    /// (`write` false) or writable, or `timeout_ms` passes. The caller saw
+    /// EAGAIN just before.
+    pub fn wait(&self, h: Handle, write: bool, timeout_ms: Option<ffi::ngx_msec_t>) -> Result<Wake, WaitError> {
+        let ev = {
+            let mut l = self.lease.borrow_mut();
+            let slot = if write { l.writer } else { l.reader };
+            if waiting(slot).is_some_and(|w| w != h) {
+                return Err(WaitError::Busy);
+            }
+            l.acquire(h, &self.lease)?;
+            if write {
+                l.writer = Some(h);
+            } else {
+                l.reader = Some(h);
+            }
+            // SAFETY: the connection is held by the lease (just acquired).
+            unsafe { if write { (*l.conn).write } else { (*l.conn).read } }
+        };
+        // SAFETY: `ev` belongs to the leased connection, which is not given
+        // back while `h` waits on it (`owner_released` hands it on, `close`
+        // only marks it) — it is ours until after the cleanup below.
+        let wake = unsafe {
             (*ev).set_ready(0);
             let rc = if write { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
-            if rc != ffi::OK {
-                return Wake::Cancelled;
-            }
-            if let Some(ms) = timeout_ms {
-                ffi::ngx_python_add_timer(ev, ms);
-            }
-            self.waiting = Some(h);
-            let wake = coroutine::suspend();
-            self.waiting = None;
+            let wake = if rc != ffi::OK {
+                Wake::Cancelled
+            } else {
+                if let Some(ms) = timeout_ms {
+                    ffi::ngx_python_add_timer(ev, ms);
+                }
+                coroutine::suspend()
+            };
             ffi::ngx_python_del_timer(ev);
             (*ev).set_timedout(0);
             wake
+        };
+        let mut l = self.lease.borrow_mut();
+        if write {
+            l.writer = None;
+        } else {
+            l.reader = None;
+        }
+        if l.closing && waiting(l.reader).is_none() && waiting(l.writer).is_none() {
+            l.closing = false;
+            l.give_back();
+        }
+        Ok(wake)
+    }
+
+    /// The socket closes its fd next (or detaches it): nginx lets go of it.
+    /// A coroutine still waiting on it is woken (its retry sees the socket
+    /// closed) and frees the connection as it leaves.
+    pub fn close(&self) {
+        let mut l = self.lease.borrow_mut();
+        let current = coroutine::current();
+        let others: Vec<Handle> = [l.reader, l.writer]
+            .into_iter()
+            .filter_map(waiting)
+            .filter(|&w| Some(w) != current)
+            .collect();
+        if others.is_empty() || l.conn.is_null() {
+            l.give_back();
+            return;
+        }
+        l.closing = true;
+        // SAFETY: the connection is held by the lease; its events are
+        // unregistered (the fd closes next) and the waiters' events posted
+        // so that nginx's loop resumes them.
+        unsafe {
+            let c = l.conn;
+            ffi::ngx_python_close_events(c, 0);
+            if waiting(l.reader).is_some_and(|w| Some(w) != current) {
+                ffi::ngx_python_post_event((*c).read);
+            }
+            if waiting(l.writer).is_some_and(|w| Some(w) != current) {
+                ffi::ngx_python_post_event((*c).write);
+            }
         }
     }
 }
 
 impl Drop for FdWaiter {
     fn drop(&mut self) {
-        // SAFETY: releases what `new` took; the fd itself is Python's to close.
-        unsafe {
-            // Still open (socket.detach(): e.g. ssl wraps the same fd next):
-            // really unregister it. Already closed (a socket collected
-            // without close()): the kernel has dropped it from epoll.
-            let closed = libc::fcntl((*self.conn).fd, libc::F_GETFD) == -1;
-            ffi::ngx_python_close_events(self.conn, closed as ffi::ngx_uint_t);
-            ffi::ngx_free_connection(self.conn);
-            (*self.conn).fd = -1;
-        }
+        // Nobody can be waiting (a waiter borrows the socket, which holds
+        // this): give the connection back now rather than when the Rc dies.
+        self.lease.borrow_mut().give_back();
     }
 }
 
@@ -168,13 +365,26 @@ pub fn wait_event(h: Handle, ev: *mut ngx_event_t, timeout_ms: Option<ffi::ngx_m
         (*ev).handler = Some(event_fired);
         EVENT_WAITERS.with_borrow_mut(|w| w.insert(ev as usize, (h, saved)));
         let rc = if (*ev).write() != 0 { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
+        let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms as u64));
         let wake = if rc != ffi::OK {
             Wake::Cancelled
         } else {
-            if let Some(ms) = timeout_ms {
-                ffi::ngx_python_add_timer(ev, ms);
+            let mut left = timeout_ms;
+            loop {
+                if let Some(ms) = left {
+                    ffi::ngx_python_add_timer(ev, ms);
+                }
+                let wake = coroutine::suspend();
+                // A timer on nginx's lagging clock may fire early: wait on
+                // for what is left by the monotonic clock.
+                match (wake, deadline.and_then(remaining_ms)) {
+                    (Wake::Timeout, Some(ms)) => {
+                        (*ev).set_timedout(0);
+                        left = Some(ms);
+                    }
+                    _ => break wake,
+                }
             }
-            coroutine::suspend()
         };
         EVENT_WAITERS.with_borrow_mut(|w| w.remove(&(ev as usize)));
         (*ev).handler = saved;
