@@ -2,7 +2,8 @@
 #   make module [FEATURES=unblock]   build nginx with this module into build/<flavour>/
 #   make run                         build, then serve examples/ on 127.0.0.1:8000
 #   make test                        build both flavours, cargo test, the Python suite
-#   make bench                       throughput/memory figures, side by side
+#   make bench                       Python vs Lua vs njs in Debian's nginx (tools/bench.py)
+#   make deb [FEATURES=unblock]      a .deb for Debian's nginx (tools/mkdeb)
 #
 # NGINX_SRC=/path overrides the nginx source (default: the pinned nginx-src crate).
 # PYO3_PYTHON / PYTHON_CONFIG choose the Python (default /usr/bin/python3).
@@ -95,8 +96,15 @@ test-unblock:
 # Both flavours; the suite's last line is "N passed, N failed, N skipped".
 test: deps cargo-test test-sync test-unblock test-deb
 
-bench: module
-	$(PYTHON) tools/bench.py $(NGINX)
+# Python (this module, both flavours) against Lua and njs in one Debian nginx,
+# plus the 1.28 static builds; installs Debian's nginx, Lua, njs, valgrind.
+bench:
+	@tools/deps nginx-core libnginx-mod-http-lua libnginx-mod-http-js lua-cjson valgrind
+	$(MAKE) module
+	$(MAKE) module FEATURES=unblock
+	$(MAKE) debian-module
+	$(MAKE) debian-module FEATURES=unblock
+	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build target
