@@ -6,7 +6,8 @@ by `make debian-module`, one flavour per nginx instance), Debian's
 libnginx-mod-http-lua (with lua-cjson) and libnginx-mod-http-js. One worker
 (CPU 0), `wrk -t1 -c50` (CPU 1) on loopback. Each rate is a ratio to
 `return 200` of the same nginx instance, measured in the same round. Rounds
-interleave every instance; the table is the median of the rounds, and the
+interleave every instance, and each case is paired with a `return 200` run
+just before it; the table is the median of the rounds, and the
 raw rounds are printed too. Also: the 1.28 static builds' own ratios, worker
 RSS per request suspended in a 10 s wait, and instructions per request
 (callgrind: `perf stat -e instructions` is not supported on these VMs).
@@ -243,6 +244,15 @@ def wrk(port, path, seconds, connections=50):
     return float(m.group(1)), ms(50), ms(99)
 
 
+def ratio(ngx, path, seconds, r, key):
+    """path's rate over `return 200`'s, measured just before it on the same
+    nginx (the machine's load drifts: pairs keep the ratio honest); the
+    return rates are kept under r[key]."""
+    base = wrk(ngx.port, '/return', seconds)[0]
+    r.setdefault(key, []).append(base)
+    return wrk(ngx.port, path, seconds)[0] / base
+
+
 def rss_kb(pid):
     with open('/proc/%d/status' % pid) as f:
         return int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1))
@@ -369,11 +379,9 @@ def main():
             for case in ('hello', 'json'):
                 for who in ('py', 'lua', 'njs'):
                     check(ngx.port, case, who)
-            base = wrk(ngx.port, '/return', s)[0]
-            r['return sync'] = base
             for case in ('hello', 'json'):
                 for who, col in (('py', 'sync'), ('lua', 'lua'), ('njs', 'njs')):
-                    r[case, col] = wrk(ngx.port, URL[case] % who, s)[0] / base
+                    r[case, col] = ratio(ngx, URL[case] % who, s, r, 'return sync')
         finally:
             ngx.stop()
         # Debian nginx + unblock module (+ Lua): hello, JSON, 1,000 sleepers
@@ -381,10 +389,8 @@ def main():
         try:
             for case in ('hello', 'json'):
                 check(ngx.port, case, 'py')
-            base = wrk(ngx.port, '/return', s)[0]
-            r['return unblock'] = base
             for case in ('hello', 'json'):
-                r[case, 'unblock'] = wrk(ngx.port, URL[case] % 'py', s)[0] / base
+                r[case, 'unblock'] = ratio(ngx, URL[case] % 'py', s, r, 'return unblock')
             for who, col in (('py', 'unblock'), ('lua', 'lua')):
                 fetch(ngx.port, '/%s/sleep?t=0.01' % who, 5)
                 r['sleep', col] = wrk(ngx.port, '/%s/sleep?t=0.1' % who, s, connections=1000)
@@ -399,10 +405,9 @@ def main():
             try:
                 for case in ('hello', 'json'):
                     check(ngx.port, case, 'py')
-                base = wrk(ngx.port, '/return', s)[0]
-                r['return static ' + flavour] = base
                 for case in ('hello', 'json'):
-                    r[case, 'static ' + flavour] = wrk(ngx.port, URL[case] % 'py', s)[0] / base
+                    r[case, 'static ' + flavour] = ratio(ngx, URL[case] % 'py', s, r,
+                                                         'return static ' + flavour)
             finally:
                 ngx.stop()
         rounds.append(r)
@@ -422,9 +427,10 @@ def _ms(x):
 
 
 def print_round(n, r):
-    print('\nround %d: return 200 = %.0f (Debian, sync module) / %.0f (Debian, unblock module) / '
-          '%.0f (1.28 sync) / %.0f (1.28 unblock) req/s'
-          % (n, r['return sync'], r['return unblock'], r['return static sync'], r['return static unblock']))
+    print('\nround %d: return 200 = %s (Debian, sync module) / %s (Debian, unblock module) / '
+          '%s (1.28 sync) / %s (1.28 unblock) req/s'
+          % ((n,) + tuple(' '.join('%.0f' % x for x in r[k]) for k in
+                          ('return sync', 'return unblock', 'return static sync', 'return static unblock'))))
     for case in ('hello', 'json'):
         print('  %-6s ' % case + '  '.join('%s %.3f' % (col, r[case, col]) for col in
                                            ('sync', 'unblock', 'lua', 'njs', 'static sync', 'static unblock')))
@@ -434,9 +440,12 @@ def print_round(n, r):
     sys.stdout.flush()
 
 
+RETURNS = ('return sync', 'return unblock', 'return static sync', 'return static unblock')
+
+
 def print_table(rounds, seconds):
     def med(key):
-        return median([r[key] for r in rounds])
+        return median([x for r in rounds for x in (r[key] if key in RETURNS else [r[key]])])
 
     def sleep(col):     # (req/s, p50, p99), each the median of its own
         return tuple(median([r['sleep', col][i] for r in rounds]) for i in range(3))
