@@ -370,6 +370,7 @@ def main():
              s, a.rounds))
     print('  python module (sync):    %s\n  python module (unblock): %s\n  static 1.28 builds:      %s, %s'
           % (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock))
+    print('  load average at start: %s' % open('/proc/loadavg').read().strip())
     rounds = []
     for rnd in range(1, a.rounds + 1):
         r = {}
@@ -413,6 +414,7 @@ def main():
         rounds.append(r)
         print_round(rnd, r)
     print_table(rounds, s)
+    print('load average at the end: %s' % open('/proc/loadavg').read().strip())
     if not a.no_callgrind:
         print_instructions(a)
 
@@ -482,11 +484,13 @@ def print_instructions(a):
           '1,000 requests after 200 of warm-up; whole process):\n')
     print('| case | `return 200` | Python sync | Python unblock | Lua | njs |')
     print('|---|---|---|---|---|---|')
+    base = sync['hello', 'return']
     for case, what in (('hello', 'hello world'), ('json', 'JSON')):
-        print('| %s | %s | %s | %s | %s | %s |' % (
-            what, format(round(sync['hello', 'return']), ','),
-            format(round(sync[case, 'py']), ','), format(round(unblock[case, 'py']), ','),
-            format(round(sync[case, 'lua']), ','), format(round(sync[case, 'njs']), ',')))
+        print('| %s | %s | %s | %s | %s | %s |' % ((what, format(round(base), ',')) + tuple(
+            '%s (%.3f)' % (format(round(x), ','), base / x)
+            for x in (sync[case, 'py'], unblock[case, 'py'], sync[case, 'lua'], sync[case, 'njs']))))
+    print('\n(in brackets: `return 200`\'s count over the case\'s, a load-independent '
+          'counterpart of the req/s ratios)')
     sys.stdout.flush()
 
 
