@@ -67,6 +67,10 @@ server { listen 127.0.0.1:%(port3)s; return $py_answer; }
 }
 
 
+# apt-get waits for the dpkg lock (another apt on the machine) instead of failing
+APT = ['apt-get', '-o', 'DPkg::Lock::Timeout=120', '-y', '-q']
+
+
 def run(cmd, timeout=300):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, timeout=timeout)
@@ -107,9 +111,9 @@ class DebianPackage(harness.NginxTestCase):
 
     def install(self, flavour):
         deb, name = self.deb(flavour)
-        rc, out = run(['apt-get', 'install', '-y', '-q', deb])
+        rc, out = run(APT + ['install', deb])
         self.assertEqual(rc, 0, out)
-        self.addCleanup(run, ['apt-get', 'purge', '-y', '-q', name])
+        self.addCleanup(run, APT + ['purge', name])
         return name
 
     def check_package(self, name):
