@@ -2,7 +2,8 @@
 #   make module [FEATURES=unblock]   build nginx with this module into build/<flavour>/
 #   make run                         build, then serve examples/ on 127.0.0.1:8000
 #   make test                        build both flavours, cargo test, the Python suite
-#   make bench                       throughput/memory figures, side by side
+#   make bench                       Python vs Lua vs njs in Debian's nginx (tools/bench.py)
+#   make deb [FEATURES=unblock]      a .deb for Debian's nginx (tools/mkdeb)
 #
 # NGINX_SRC=/path overrides the nginx source (default: the pinned nginx-src crate).
 # PYO3_PYTHON / PYTHON_CONFIG choose the Python (default /usr/bin/python3).
@@ -18,7 +19,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module debian-module run test test-deps test-sync test-unblock cargo-test bench deps clean
+.PHONY: module debian-module deb test-deb run test test-deps test-sync test-unblock cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -41,18 +42,40 @@ $(BUILD)/objs/Makefile: config config.make Makefile
 		--add-module=$(CURDIR) $(NGINX_CONFIGURE_ARGS) > $(BUILD)/configure.log || \
 		{ tail -20 $(BUILD)/configure.log; exit 1; }
 
-# A dynamic module for Debian's own nginx (1.22.1, nginx-core): built with
-# nginx-dev's source and configure flags (--with-compat), loaded with
-#   load_module /path/to/build/debian/objs/ngx_python_module.so;
+# A dynamic module for Debian's own nginx (1.22.1, nginx-core), into
+# build/debian/<flavour>/objs/ngx_python_module.so: built with nginx-dev's
+# source and configure flags (--with-compat) plus the stream options that
+# /usr/sbin/nginx was built with (Debian builds stream as a dynamic module,
+# ngx_stream_module.so, which must be loaded before this one). Both flavours
+# share one cargo target directory (the crates compile once).
+DEBIAN := $(CURDIR)/build/debian/$(FLAVOUR)
 debian-module: deps
-	@tools/deps nginx-dev
-	rm -rf build/debian && mkdir -p build/debian
-	cp -a /usr/share/nginx/src build/debian/nginx
-	cd build/debian/nginx && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
-		--builddir=$(CURDIR)/build/debian/objs --add-dynamic-module=$(CURDIR) \
-		$(if $(filter unblock,$(FEATURES)),--with-cc-opt=-DNGX_PYTHON_SYNC=0)' > $(CURDIR)/build/debian/configure.log
-	$(MAKE) -C build/debian/nginx -f $(CURDIR)/build/debian/objs/Makefile modules
-	@echo "==> module: $(CURDIR)/build/debian/objs/ngx_python_module.so"
+	@tools/deps nginx-dev nginx-core
+	rm -rf $(DEBIAN) && mkdir -p $(DEBIAN) $(CURDIR)/build/debian/cargo
+	cp -a /usr/share/nginx/src $(DEBIAN)/nginx
+	stream=$$(/usr/sbin/nginx -V 2>&1 | tr ' ' '\n' | grep -- '^--with-stream' | grep -v '_module=dynamic' | tr '\n' ' ') && \
+	cd $(DEBIAN)/nginx && NGX_PYTHON_TARGET_DIR=$(CURDIR)/build/debian/cargo \
+	bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" '"$$stream"' \
+		--builddir=$(DEBIAN)/objs --add-dynamic-module=$(CURDIR) \
+		$(if $(filter unblock,$(FEATURES)),--with-cc-opt=-DNGX_PYTHON_SYNC=0)' > $(DEBIAN)/configure.log
+	$(MAKE) -C $(DEBIAN)/nginx -f $(DEBIAN)/objs/Makefile $(DEBIAN)/objs/ngx_python_module.so
+	@echo "==> module: $(DEBIAN)/objs/ngx_python_module.so"
+
+# A .deb of that module for Debian's nginx, into build/deb/: package
+# libnginx-mod-python (sync) or, with FEATURES=unblock,
+# libnginx-mod-python-unblock. See tools/mkdeb.
+deb: debian-module
+	@tools/deps dpkg-dev
+	tools/mkdeb $(FLAVOUR) $(DEBIAN)/objs/ngx_python_module.so $(CURDIR)/build/deb
+
+# Both packages, each installed with apt-get and run by Debian's nginx
+# (t/test_debian_package.py; the packages are purged again afterwards).
+test-deb:
+	rm -rf build/deb
+	$(MAKE) deb
+	$(MAKE) deb FEATURES=unblock
+	TEST_NGINX_BINARY=/usr/sbin/nginx TEST_DEB_PACKAGES="$$(echo build/deb/*.deb)" \
+		$(PYTHON) t test_debian_package
 
 run: module
 	@mkdir -p build/run/logs
@@ -71,14 +94,21 @@ test-unblock:
 	TEST_NGINX_BINARY=$(CURDIR)/build/unblock/objs/nginx $(PYTHON) t
 
 # Both flavours; the suite's last line is "N passed, N failed, N skipped".
-test: test-deps cargo-test test-sync test-unblock
+test: test-deps cargo-test test-sync test-unblock test-deb
 
 # The build's packages plus the real servers the suite talks to.
 test-deps:
 	@tools/deps --test
 
-bench: module
-	$(PYTHON) tools/bench.py $(NGINX)
+# Python (this module, both flavours) against Lua and njs in one Debian nginx,
+# plus the 1.28 static builds; installs Debian's nginx, Lua, njs, valgrind.
+bench:
+	@tools/deps nginx-core libnginx-mod-http-lua libnginx-mod-http-js lua-cjson valgrind
+	$(MAKE) module
+	$(MAKE) module FEATURES=unblock
+	$(MAKE) debian-module
+	$(MAKE) debian-module FEATURES=unblock
+	$(PYTHON) tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build target

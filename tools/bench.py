@@ -1,57 +1,119 @@
 #!/usr/bin/env python3
-"""make bench: throughput of Python handlers against plain nginx, side by side.
+"""make bench: Python against Lua and njs, side by side in one Debian nginx.
 
-Runs one nginx (1 worker, pinned to CPU 0) and wrk (pinned to CPU 1) against
-locations that answer the same "hello" body: nginx's own `return`, then each
-kind of Python handler. Figures are ratios to `return` from the same run.
-With the unblock build it also measures 1,000 connections whose handler
-sleeps 0.1 s (time.sleep on nginx's event loop).
+One nginx binary, Debian's /usr/sbin/nginx 1.22.1, loads this module (built
+by `make debian-module`, one flavour per nginx instance), Debian's
+libnginx-mod-http-lua (with lua-cjson) and libnginx-mod-http-js. One worker
+(CPU 0), `wrk -t1 -c50` (CPU 1) on loopback. Each rate is a ratio to
+`return 200` of the same nginx instance, measured in the same round. Rounds
+interleave every instance, and each case is paired with a `return 200` run
+just before it; the table is the median of the rounds, and the
+raw rounds are printed too. Also: the 1.28 static builds' own ratios, worker
+RSS per request suspended in a 10 s wait, and instructions per request
+(callgrind: `perf stat -e instructions` is not supported on these VMs).
 
-Usage: tools/bench.py NGINX_BINARY [SECONDS]
+Every location's answer is checked before it is measured, and a run with
+non-2xx answers or socket errors is reported as such.
+
+Usage: tools/bench.py [--rounds N] [--seconds S] [--no-callgrind]
+       (paths default to what `make bench` builds)
 """
 
+import argparse
+import glob
+import http.client
+import json
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-CONF = """
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBIAN_NGINX = '/usr/sbin/nginx'
+MODULES = '/usr/lib/nginx/modules'
+HELLO = b'Hello, world!'                       # 13 bytes
+UA = 'nginx-python-bench'
+JSON_EXPECT = {'name': 'world', 'agent': UA, 'ok': True}
+
+PY = r'''
+import json, time
+
+def hello(r):
+    r.send(b'Hello, world!', ngx.SEND_LAST)
+
+def json_doc(r):
+    r.send(json.dumps({'name': r.arg['name'], 'agent': r.hi['User-Agent'], 'ok': True}),
+           ngx.SEND_LAST)
+
+def nap(r):
+    time.sleep(float(r.arg['t']))
+    r.send(b'Hello, world!', ngx.SEND_LAST)
+'''
+
+JS = r'''
+function hello(r) { r.return(200, "Hello, world!"); }
+function json(r) {
+    r.return(200, JSON.stringify({name: r.args.name, agent: r.headersIn['User-Agent'], ok: true}));
+}
+export default {hello, json};
+'''
+
+PY_LOCATIONS = '''
+        location = /py/hello { python_content "hello(r)"; }
+        location = /py/json  { python_content "json_doc(r)"; }
+        location = /py/sleep { python_content "nap(r)"; }
+'''
+
+# Lua reads the raw ngx.var.arg_name (the benchmark's value needs no decoding).
+LUA_JS_LOCATIONS = '''
+        location = /lua/hello { content_by_lua_block { ngx.print("Hello, world!") } }
+        location = /lua/json {
+            content_by_lua_block {
+                ngx.print(cjson.encode({name = ngx.var.arg_name,
+                                        agent = ngx.var.http_user_agent, ok = true}))
+            }
+        }
+        location = /lua/sleep {
+            content_by_lua_block { ngx.sleep(tonumber(ngx.var.arg_t)) ngx.print("Hello, world!") }
+        }
+        location = /njs/hello { js_content bench.hello; }
+        location = /njs/json  { js_content bench.json; }
+'''
+
+CONF = '''
+%(load)s
 daemon off;
-master_process on;
+master_process %(master)s;
 worker_processes 1;
-worker_cpu_affinity 01;
+%(affinity)s
+worker_rlimit_nofile 20000;
 error_log logs/error.log warn;
 pid logs/nginx.pid;
-%(user)s
-events { worker_connections 4096; }
+user root;
+events { worker_connections 10000; }
 http {
     access_log off;
-    python "
-def hello(r):
-    r.send(b'hello', ngx.SEND_LAST)
-def greeting(r):
-    return 'hello'
-def nap(r):
-    import time
-    time.sleep(0.1)
-    r.send(b'hello', ngx.SEND_LAST)
-";
-    python_set $greeting "greeting(r)";
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    python_include bench.py;
+    %(http)s
     server {
         listen 127.0.0.1:%(port)d backlog=4096;
-        location = /return  { return 200 "hello"; }
-        location = /content { python_content "hello(r)"; }
-        location = /set     { return 200 $greeting; }
-        location = /access  { python_access "None"; python_content "hello(r)"; }
-        location = /sleep   { python_content "nap(r)"; }
+        location = /return { return 200 "Hello, world!"; }
+%(locations)s
     }
 }
-"""
+'''
 
 
 def free_port():
@@ -60,16 +122,135 @@ def free_port():
         return s.getsockname()[1]
 
 
+class Nginx:
+    """One nginx instance in a throw-away prefix."""
+
+    def __init__(self, binary, python_so=None, lua_js=False, master=True, wrap=()):
+        self.binary = binary
+        self.prefix = tempfile.mkdtemp(prefix='nginx-python-bench-')
+        os.chmod(self.prefix, 0o755)
+        for d in ('logs', 'tmp'):
+            os.mkdir(os.path.join(self.prefix, d))
+        load, http = [], ''
+        if python_so:
+            # the module carries ngx_stream_python_module: stream first
+            load += [MODULES + '/ngx_stream_module.so', python_so]
+        if lua_js:
+            load += [MODULES + '/ndk_http_module.so', MODULES + '/ngx_http_lua_module.so',
+                     MODULES + '/ngx_http_js_module.so']
+            http = 'init_by_lua_block { cjson = require "cjson" }\n    js_import bench from bench.js;'
+        self.port = free_port()
+        conf = CONF % {
+            'load': ''.join('load_module %s;\n' % m for m in load),
+            'master': 'on' if master else 'off',
+            'affinity': 'worker_cpu_affinity 01;' if master else '',
+            'http': http, 'port': self.port,
+            'locations': PY_LOCATIONS + (LUA_JS_LOCATIONS if lua_js else ''),
+        }
+        for name, text in (('nginx.conf', conf), ('bench.py', PY), ('bench.js', JS)):
+            with open(os.path.join(self.prefix, name), 'w') as f:
+                f.write(text)
+        self.log = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
+        self.proc = subprocess.Popen(list(wrap) + [binary, '-p', self.prefix, '-c', 'nginx.conf'],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    sys.exit('bench: nginx did not start:\n' + self.errors(all_lines=True))
+                time.sleep(0.1)
+
+    def worker(self):
+        out = subprocess.run(['pgrep', '-P', str(self.proc.pid)], capture_output=True, text=True)
+        return int(out.stdout.split()[0])
+
+    def errors(self, all_lines=False):
+        text = ''
+        for name in ('error.log', 'stderr.log'):
+            try:
+                with open(os.path.join(self.prefix, 'logs', name), errors='replace') as f:
+                    text += f.read()
+            except OSError:
+                pass
+        if all_lines:
+            return text
+        return ''.join(l + '\n' for l in text.splitlines()
+                       if re.search(r'\[(alert|crit|emerg|error)\]|exited on signal', l))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        bad = self.errors()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        if bad:
+            sys.exit('bench: nginx reported problems:\n' + bad[:3000])
+
+
+def fetch(port, path, n=1, conn=None):
+    """n keep-alive GETs; returns the last body (status must be 200)."""
+    c = conn or http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+    body = None
+    for _ in range(n):
+        c.request('GET', path, headers={'User-Agent': UA})
+        resp = c.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            sys.exit('bench: %s answered %d: %r' % (path, resp.status, body[:200]))
+    if conn is None:
+        c.close()
+    return body
+
+
+def check(port, case, who):
+    """The answer a location gives is the one the case asks for."""
+    body = fetch(port, URL[case] % who, n=20)
+    if case == 'json':
+        ok = json.loads(body) == JSON_EXPECT
+    else:
+        ok = body == HELLO
+    if not ok:
+        sys.exit('bench: /%s/%s answered %r' % (who, case, body[:200]))
+
+
+URL = {'hello': '/%s/hello', 'json': '/%s/json?name=world'}
+
+
 def wrk(port, path, seconds, connections=50):
-    cmd = ['wrk', '-t1', '-c%d' % connections, '-d%ds' % seconds, '--latency',
-           'http://127.0.0.1:%d%s' % (port, path)]
-    if shutil.which('taskset'):
-        cmd = ['taskset', '-c', '1'] + cmd
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
-    rps = float(re.search(r'Requests/sec:\s+([\d.]+)', out).group(1))
-    p99 = re.search(r'99%\s+([\d.]+\w+)', out)
-    errors = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
-    return rps, (p99.group(1) if p99 else '?'), int(errors.group(1)) if errors else 0
+    cmd = ['taskset', '-c', '1', 'wrk', '-t1', '-c%d' % connections, '-d%ds' % seconds,
+           '--latency', '-H', 'User-Agent: ' + UA, 'http://127.0.0.1:%d%s' % (port, path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    m = re.search(r'Requests/sec:\s+([\d.]+)', out)
+    if not m:
+        sys.exit('bench: wrk failed:\n' + out)
+    bad = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    errs = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
+    nerr = sum(map(int, errs.groups())) if errs else 0
+    if bad or nerr:
+        print('  note: %s: %s non-2xx, %d socket errors' % (path, bad.group(1) if bad else 0, nerr))
+
+    def ms(q):
+        m = re.search(r'^\s+%s%%\s+([\d.]+)(us|ms|s)\b' % q, out, re.M)
+        return float(m.group(1)) * {'us': 0.001, 'ms': 1, 's': 1000}[m.group(2)] if m else None
+    return float(m.group(1)), ms(50), ms(99)
+
+
+def ratio(ngx, path, seconds, r, key):
+    """path's rate over `return 200`'s, measured just before it on the same
+    nginx (the machine's load drifts: pairs keep the ratio honest); the
+    return rates are kept under r[key]."""
+    base = wrk(ngx.port, '/return', seconds)[0]
+    r.setdefault(key, []).append(base)
+    return wrk(ngx.port, path, seconds)[0] / base
 
 
 def rss_kb(pid):
@@ -77,60 +258,240 @@ def rss_kb(pid):
         return int(re.search(r'VmRSS:\s+(\d+)', f.read()).group(1))
 
 
-def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    binary = os.path.abspath(sys.argv[1])
-    seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    if not shutil.which('wrk'):
-        sys.exit('bench: wrk is not installed (make deps installs it)')
-    unblock = 'NGX_PYTHON_SYNC=0' in subprocess.run([binary, '-V'], capture_output=True, text=True).stderr
-    prefix = tempfile.mkdtemp(prefix='nginx-python-bench-')
-    os.chmod(prefix, 0o755)
-    os.mkdir(os.path.join(prefix, 'logs'))
-    port = free_port()
-    with open(os.path.join(prefix, 'nginx.conf'), 'w') as f:
-        f.write(CONF % {'port': port, 'user': 'user root;' if os.geteuid() == 0 else ''})
-    proc = subprocess.Popen([binary, '-p', prefix, '-c', 'nginx.conf'])
+def suspended_rss(binary, so, who, n=4000, wait=10):
+    """Worker RSS growth per request while n requests wait `wait` seconds."""
+    ngx = Nginx(binary, so, lua_js=True)
     try:
-        for _ in range(100):
+        worker = ngx.worker()
+        # warm up the path (pools, code) with a few short waits at once
+        for _ in range(2):
+            _concurrent(ngx.port, '/%s/sleep?t=0.01' % who, 200, read=True)
+        time.sleep(0.5)
+        before = rss_kb(worker)
+        socks = _concurrent(ngx.port, '/%s/sleep?t=%d' % (who, wait), n, read=False)
+        time.sleep(2.5)
+        during = rss_kb(worker)
+        answered = 0
+        for s in socks:
+            s.setblocking(False)
             try:
-                socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with open(os.path.join(prefix, 'logs', 'nginx.pid')) as f:
-            master = int(f.read())
-        worker = int(subprocess.run(['pgrep', '-P', str(master)], capture_output=True, text=True).stdout.split()[0])
-        print('nginx-python bench: %s (%s build), 1 worker on CPU 0, wrk -t1 -c50 %ds on CPU 1'
-              % (binary, 'unblock' if unblock else 'sync', seconds))
-        print('%-34s %10s %8s %8s' % ('location', 'req/s', 'ratio', 'p99'))
-        base = None
-        for path, what in [('/return', 'nginx return 200 (baseline)'),
-                           ('/content', 'python_content'),
-                           ('/set', 'python_set variable'),
-                           ('/access', 'python_access + python_content')]:
-            rps, p99, errors = wrk(port, path, seconds)
-            base = base or rps
-            print('%-34s %10.0f %7.2fx %8s%s' % (what, rps, rps / base, p99,
-                                                 '  (%d errors)' % errors if errors else ''))
-        if unblock:
-            rps, p99, errors = wrk(port, '/sleep', seconds, connections=1000)
-            print('%-34s %10.0f %8s %8s%s' % ('time.sleep(0.1), 1000 connections', rps, '', p99,
-                                              '  (%d errors)' % errors if errors else ''))
-            print('  (ideal: 1000 / 0.1 s = 10000 req/s)')
-        print('worker RSS after the runs: %d kB' % rss_kb(worker))
-        with open(os.path.join(prefix, 'logs', 'error.log')) as f:
-            bad = [l for l in f if '[alert]' in l or '[crit]' in l or 'exited on signal' in l]
-        if bad:
-            sys.exit('bench: nginx reported problems:\n' + ''.join(bad[:10]))
+                if s.recv(1, socket.MSG_PEEK):
+                    answered += 1
+            except BlockingIOError:
+                pass
+            s.close()
+        if answered:
+            print('  note: %d of %d %s requests answered before the measurement' % (answered, n, who))
+        return (during - before) / n
     finally:
-        proc.send_signal(signal.SIGQUIT)
+        ngx.stop()
+
+
+def _concurrent(port, path, n, read):
+    """n connections each sending one GET; with read, wait for all answers."""
+    req = ('GET %s HTTP/1.1\r\nHost: b\r\nUser-Agent: %s\r\nConnection: close\r\n\r\n'
+           % (path, UA)).encode()
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(('127.0.0.1', port), timeout=10)
+        s.sendall(req)
+        socks.append(s)
+    if not read:
+        return socks
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    left, deadline = n, time.monotonic() + 30
+    while left and time.monotonic() < deadline:
+        for key, _ in sel.select(1):
+            try:
+                data = key.fileobj.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                left -= 1
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    return []
+
+
+def callgrind(binary, so, cases, n=1000):
+    """Instructions per request of each (case, who), one nginx process
+    (master_process off) under callgrind: counters zeroed after a warm-up,
+    dumped after n keep-alive requests."""
+    out = tempfile.mkdtemp(prefix='nginx-python-callgrind-')
+    ngx = Nginx(binary, so, lua_js=True, master=False,
+                wrap=['valgrind', '--tool=callgrind', '--callgrind-out-file=%s/cg.%%p' % out])
+    result = {}
+    try:
+        pid = str(ngx.proc.pid)
+        conn = http.client.HTTPConnection('127.0.0.1', ngx.port, timeout=120)
+        for case, who in cases:
+            path = URL[case] % who if who != 'return' else '/return'
+            fetch(ngx.port, path, 200, conn)
+            subprocess.run(['callgrind_control', '-z', pid], check=True, capture_output=True)
+            fetch(ngx.port, path, n, conn)
+            subprocess.run(['callgrind_control', '-d', pid], check=True, capture_output=True)
+            dumps = sorted(glob.glob('%s/cg.%s.*' % (out, pid)), key=lambda p: int(p.rsplit('.', 1)[1]))
+            with open(dumps[-1]) as f:
+                total = int(re.search(r'^summary:\s+(\d+)', f.read(), re.M).group(1))
+            result[case, who] = total / n
+        conn.close()
+    finally:
+        ngx.stop()
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--rounds', type=int, default=3)
+    ap.add_argument('--seconds', type=int, default=5)
+    ap.add_argument('--no-callgrind', action='store_true')
+    ap.add_argument('--sync-so', default=os.path.join(REPO, 'build/debian/sync/objs/ngx_python_module.so'))
+    ap.add_argument('--unblock-so', default=os.path.join(REPO, 'build/debian/unblock/objs/ngx_python_module.so'))
+    ap.add_argument('--static-sync', default=os.path.join(REPO, 'build/sync/objs/nginx'))
+    ap.add_argument('--static-unblock', default=os.path.join(REPO, 'build/unblock/objs/nginx'))
+    a = ap.parse_args()
+    for p in (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock, DEBIAN_NGINX):
+        if not os.path.exists(p):
+            sys.exit('bench: %s missing (make bench builds everything)' % p)
+    s = a.seconds
+    print('nginx-python bench: %s (1 worker, CPU 0) + wrk -t1 -c50 %ds (CPU 1), %d rounds'
+          % (subprocess.run([DEBIAN_NGINX, '-v'], capture_output=True, text=True).stderr.strip(),
+             s, a.rounds))
+    print('  python module (sync):    %s\n  python module (unblock): %s\n  static 1.28 builds:      %s, %s'
+          % (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock))
+    print('  load average at start: %s' % open('/proc/loadavg').read().strip())
+    rounds = []
+    for rnd in range(1, a.rounds + 1):
+        r = {}
+        # Debian nginx + sync module + Lua + njs: hello and JSON
+        ngx = Nginx(DEBIAN_NGINX, a.sync_so, lua_js=True)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(prefix, ignore_errors=True)
+            for case in ('hello', 'json'):
+                for who in ('py', 'lua', 'njs'):
+                    check(ngx.port, case, who)
+            for case in ('hello', 'json'):
+                for who, col in (('py', 'sync'), ('lua', 'lua'), ('njs', 'njs')):
+                    r[case, col] = ratio(ngx, URL[case] % who, s, r, 'return sync')
+        finally:
+            ngx.stop()
+        # Debian nginx + unblock module (+ Lua): hello, JSON, 1,000 sleepers
+        ngx = Nginx(DEBIAN_NGINX, a.unblock_so, lua_js=True)
+        try:
+            for case in ('hello', 'json'):
+                check(ngx.port, case, 'py')
+            for case in ('hello', 'json'):
+                r[case, 'unblock'] = ratio(ngx, URL[case] % 'py', s, r, 'return unblock')
+            for who, col in (('py', 'unblock'), ('lua', 'lua')):
+                fetch(ngx.port, '/%s/sleep?t=0.01' % who, 5)
+                r['sleep', col] = wrk(ngx.port, '/%s/sleep?t=0.1' % who, s, connections=1000)
+        finally:
+            ngx.stop()
+        # worker RSS per request suspended in a 10 s wait (fresh instances)
+        r['rss', 'unblock'] = suspended_rss(DEBIAN_NGINX, a.unblock_so, 'py')
+        r['rss', 'lua'] = suspended_rss(DEBIAN_NGINX, a.unblock_so, 'lua')
+        # the 1.28 static builds' own ratios
+        for flavour, binary in (('sync', a.static_sync), ('unblock', a.static_unblock)):
+            ngx = Nginx(binary)
+            try:
+                for case in ('hello', 'json'):
+                    check(ngx.port, case, 'py')
+                for case in ('hello', 'json'):
+                    r[case, 'static ' + flavour] = ratio(ngx, URL[case] % 'py', s, r,
+                                                         'return static ' + flavour)
+            finally:
+                ngx.stop()
+        rounds.append(r)
+        print_round(rnd, r)
+    print_table(rounds, s)
+    print('load average at the end: %s' % open('/proc/loadavg').read().strip())
+    if not a.no_callgrind:
+        print_instructions(a)
+
+
+def fmt_sleep(v):
+    rps, p50, p99 = v
+    return '%s req/s, p50 %s ms, p99 %s ms' % (format(round(rps), ','), _ms(p50), _ms(p99))
+
+
+def _ms(x):
+    return '?' if x is None else ('%.0f' % x)
+
+
+def print_round(n, r):
+    print('\nround %d: return 200 = %s (Debian, sync module) / %s (Debian, unblock module) / '
+          '%s (1.28 sync) / %s (1.28 unblock) req/s'
+          % ((n,) + tuple(' '.join('%.0f' % x for x in r[k]) for k in
+                          ('return sync', 'return unblock', 'return static sync', 'return static unblock'))))
+    for case in ('hello', 'json'):
+        print('  %-6s ' % case + '  '.join('%s %.3f' % (col, r[case, col]) for col in
+                                           ('sync', 'unblock', 'lua', 'njs', 'static sync', 'static unblock')))
+    print('  sleep  unblock %s; lua %s' % (fmt_sleep(r['sleep', 'unblock']), fmt_sleep(r['sleep', 'lua'])))
+    print('  rss    unblock %.1f KiB; lua %.1f KiB per suspended request'
+          % (r['rss', 'unblock'], r['rss', 'lua']))
+    sys.stdout.flush()
+
+
+RETURNS = ('return sync', 'return unblock', 'return static sync', 'return static unblock')
+
+
+def print_table(rounds, seconds):
+    def med(key):
+        return median([x for r in rounds for x in (r[key] if key in RETURNS else [r[key]])])
+
+    def sleep(col):     # (req/s, p50, p99), each the median of its own
+        return tuple(median([r['sleep', col][i] for r in rounds]) for i in range(3))
+    print('\nmedians of %d rounds (ratios to `return 200` of the same nginx, same round):\n' % len(rounds))
+    print('| case | Python sync | Python unblock | Lua | njs |')
+    print('|---|---|---|---|---|')
+    print('| hello world (13 bytes) | %.3f | %.3f | %.3f | %.3f |'
+          % tuple(med(('hello', c)) for c in ('sync', 'unblock', 'lua', 'njs')))
+    print('| JSON: one query arg + User-Agent → 3-key JSON document | %.3f | %.3f | %.3f (cjson) | %.3f |'
+          % tuple(med(('json', c)) for c in ('sync', 'unblock', 'lua', 'njs')))
+    print('| 1,000 connections, each request waits 0.1 s (ideal 10,000 req/s) | — | %s | %s (`ngx.sleep`) | — |'
+          % (fmt_sleep(sleep('unblock')), fmt_sleep(sleep('lua'))))
+    print('| worker RSS per request suspended in a 10 s wait (4,000 at once) | — | %.1f KiB | %.1f KiB | — |'
+          % (med(('rss', 'unblock')), med(('rss', 'lua'))))
+    print('\nnginx 1.28 static builds (this repository, --with-debug), same method:\n')
+    print('| case | sync build | unblock build |')
+    print('|---|---|---|')
+    for case, what in (('hello', 'hello world'), ('json', 'JSON')):
+        print('| %s | %.3f | %.3f |' % (what, med((case, 'static sync')), med((case, 'static unblock'))))
+    print('\n`return 200` medians: Debian nginx %.0f / %.0f req/s (sync / unblock module loaded), '
+          '1.28 static %.0f / %.0f req/s'
+          % (med('return sync'), med('return unblock'), med('return static sync'), med('return static unblock')))
+    sys.stdout.flush()
+
+
+def print_instructions(a):
+    if not shutil.which('valgrind'):
+        print('\ninstructions per request: valgrind is not installed (skipped)')
+        return
+    cases = [('hello', 'return')] + [(c, w) for c in ('hello', 'json') for w in ('py', 'lua', 'njs')]
+    sync = callgrind(DEBIAN_NGINX, a.sync_so, cases)
+    unblock = callgrind(DEBIAN_NGINX, a.unblock_so, [('hello', 'return'), ('hello', 'py'), ('json', 'py')])
+    print('\ninstructions per request (callgrind, Debian nginx, one keep-alive connection, '
+          '1,000 requests after 200 of warm-up; whole process):\n')
+    print('| case | `return 200` | Python sync | Python unblock | Lua | njs |')
+    print('|---|---|---|---|---|---|')
+    base = sync['hello', 'return']
+    for case, what in (('hello', 'hello world'), ('json', 'JSON')):
+        print('| %s | %s | %s | %s | %s | %s |' % ((what, format(round(base), ',')) + tuple(
+            '%s (%.3f)' % (format(round(x), ','), base / x)
+            for x in (sync[case, 'py'], unblock[case, 'py'], sync[case, 'lua'], sync[case, 'njs']))))
+    print('\n(in brackets: `return 200`\'s count over the case\'s, a load-independent '
+          'counterpart of the req/s ratios)')
+    sys.stdout.flush()
 
 
 if __name__ == '__main__':
