@@ -103,7 +103,8 @@ test-deps:
 # Python (this module, both flavours) against Lua and njs in one Debian nginx,
 # plus the 1.28 static builds; installs Debian's nginx, Lua, njs, valgrind.
 bench:
-	@tools/deps nginx-core libnginx-mod-http-lua libnginx-mod-http-js lua-cjson valgrind
+	@tools/deps nginx-core libnginx-mod-http-lua libnginx-mod-http-js lua-cjson valgrind \
+		python3-flask uwsgi-core uwsgi-plugin-python3 gunicorn
 	$(MAKE) module
 	$(MAKE) module FEATURES=unblock
 	$(MAKE) debian-module

@@ -55,6 +55,27 @@ def json_doc(r):
 def nap(r):
     time.sleep(float(r.arg['t']))
     r.send(b'Hello, world!', ngx.SEND_LAST)
+
+def incr(r):
+    ngx.shared['pybench'].incr('hits', 1, init=0)
+    r.send(b'Hello, world!', ngx.SEND_LAST)
+'''
+
+# The same Flask application behind python_wsgi, uWSGI and gunicorn.
+FLASK = r'''
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+
+@app.route('/hello')
+@app.route('/<prefix>/hello')
+def hello(prefix=None):
+    return 'Hello, world!'
+
+@app.route('/json')
+@app.route('/<prefix>/json')
+def json_doc(prefix=None):
+    return jsonify(name=request.args['name'], agent=request.headers['User-Agent'], ok=True)
 '''
 
 JS = r'''
@@ -69,6 +90,8 @@ PY_LOCATIONS = '''
         location = /py/hello { python_content "hello(r)"; }
         location = /py/json  { python_content "json_doc(r)"; }
         location = /py/sleep { python_content "nap(r)"; }
+        location = /py/incr  { python_content "incr(r)"; }
+        location /wsgi/ { python_wsgi flaskbench:app; }
 '''
 
 # Lua reads the raw ngx.var.arg_name (the benchmark's value needs no decoding).
@@ -82,6 +105,9 @@ LUA_JS_LOCATIONS = '''
         }
         location = /lua/sleep {
             content_by_lua_block { ngx.sleep(tonumber(ngx.var.arg_t)) ngx.print("Hello, world!") }
+        }
+        location = /lua/incr {
+            content_by_lua_block { ngx.shared.bench:incr("hits", 1, 0) ngx.print("Hello, world!") }
         }
         location = /njs/hello { js_content bench.hello; }
         location = /njs/json  { js_content bench.json; }
@@ -106,6 +132,7 @@ http {
     uwsgi_temp_path tmp/uwsgi;
     scgi_temp_path tmp/scgi;
     python_include bench.py;
+    python_shared_dict pybench 1m;
     %(http)s
     server {
         listen 127.0.0.1:%(port)d backlog=4096;
@@ -125,7 +152,8 @@ def free_port():
 class Nginx:
     """One nginx instance in a throw-away prefix."""
 
-    def __init__(self, binary, python_so=None, lua_js=False, master=True, wrap=()):
+    def __init__(self, binary, python_so=None, lua_js=False, master=True, wrap=(),
+                 uwsgi_port=None, gunicorn_port=None):
         self.binary = binary
         self.prefix = tempfile.mkdtemp(prefix='nginx-python-bench-')
         os.chmod(self.prefix, 0o755)
@@ -138,16 +166,25 @@ class Nginx:
         if lua_js:
             load += [MODULES + '/ndk_http_module.so', MODULES + '/ngx_http_lua_module.so',
                      MODULES + '/ngx_http_js_module.so']
-            http = 'init_by_lua_block { cjson = require "cjson" }\n    js_import bench from bench.js;'
+            http = ('init_by_lua_block { cjson = require "cjson" }\n    js_import bench from bench.js;\n'
+                    '    lua_shared_dict bench 1m;')
+        for name, port in (('uwsgi', uwsgi_port), ('gunicorn', gunicorn_port)):
+            if port:
+                http += '\n    upstream %s { server 127.0.0.1:%d; keepalive 8; }' % (name, port)
         self.port = free_port()
         conf = CONF % {
             'load': ''.join('load_module %s;\n' % m for m in load),
             'master': 'on' if master else 'off',
             'affinity': 'worker_cpu_affinity 01;' if master else '',
             'http': http, 'port': self.port,
-            'locations': PY_LOCATIONS + (LUA_JS_LOCATIONS if lua_js else ''),
+            'locations': PY_LOCATIONS + (LUA_JS_LOCATIONS if lua_js else '') + (
+                '        location /uwsgi/ { include /etc/nginx/uwsgi_params; uwsgi_pass uwsgi; }\n'
+                if uwsgi_port else '') + (
+                '        location /gunicorn/ { proxy_pass http://gunicorn; proxy_http_version 1.1;'
+                ' proxy_set_header Connection ""; }\n' if gunicorn_port else ''),
         }
-        for name, text in (('nginx.conf', conf), ('bench.py', PY), ('bench.js', JS)):
+        for name, text in (('nginx.conf', conf), ('bench.py', PY), ('bench.js', JS),
+                           ('flaskbench.py', FLASK)):
             with open(os.path.join(self.prefix, name), 'w') as f:
                 f.write(text)
         self.log = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
@@ -222,7 +259,7 @@ def check(port, case, who):
         sys.exit('bench: /%s/%s answered %r' % (who, case, body[:200]))
 
 
-URL = {'hello': '/%s/hello', 'json': '/%s/json?name=world'}
+URL = {'hello': '/%s/hello', 'json': '/%s/json?name=world', 'incr': '/%s/incr'}
 
 
 def wrk(port, path, seconds, connections=50):
@@ -346,6 +383,87 @@ def callgrind(binary, so, cases, n=1000):
     return result
 
 
+def app_servers():
+    """uWSGI (Debian's uwsgi-plugin-python3) and gunicorn serving the Flask
+    app, one process each, on CPU 0 like nginx's worker."""
+    d = tempfile.mkdtemp(prefix='nginx-python-bench-apps-')
+    with open(os.path.join(d, 'flaskbench.py'), 'w') as f:
+        f.write(FLASK)
+    uport, gport = free_port(), free_port()
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [
+        subprocess.Popen(['taskset', '-c', '0', 'uwsgi', '--plugin', 'python3', '--socket',
+                          '127.0.0.1:%d' % uport, '--chdir', d, '--module', 'flaskbench:app',
+                          '--processes', '1', '--disable-logging', '--need-app'], **quiet),
+        subprocess.Popen(['taskset', '-c', '0', 'gunicorn', '--workers', '1', '--bind',
+                          '127.0.0.1:%d' % gport, '--chdir', d, '--log-level', 'warning',
+                          'flaskbench:app'], **quiet),
+    ]
+    deadline = time.monotonic() + 30
+    for port in (uport, gport):
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit('bench: uWSGI or gunicorn did not start')
+                time.sleep(0.2)
+    return d, uport, gport, procs
+
+
+def stop_app_servers(servers):
+    d, _, _, procs = servers
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def extra_round(a, s, r, servers):
+    """Shared dict `incr` (Python vs lua_shared_dict) and the Flask app
+    (python_wsgi vs uWSGI vs gunicorn), each as a ratio to `return 200`."""
+    _, uport, gport, _ = servers
+    for flavour, so in (('sync', a.sync_so), ('unblock', a.unblock_so)):
+        ngx = Nginx(DEBIAN_NGINX, so, lua_js=True, uwsgi_port=uport, gunicorn_port=gport)
+        try:
+            whos = [('py', flavour)] + ([('lua', 'lua')] if flavour == 'sync' else [])
+            for who, col in whos:
+                check(ngx.port, 'incr', who)
+                r['incr', col] = ratio(ngx, URL['incr'] % who, s, r, 'return x ' + flavour)
+            apps = [('wsgi', 'wsgi ' + flavour)]
+            if flavour == 'sync':
+                apps += [('uwsgi', 'uwsgi'), ('gunicorn', 'gunicorn')]
+            for case in ('hello', 'json'):
+                for who, col in apps:
+                    check(ngx.port, case, who)
+                    r['flask ' + case, col] = ratio(ngx, URL[case] % who, s, r, 'return x ' + flavour)
+        finally:
+            ngx.stop()
+
+
+def print_extra(rounds):
+    def med(key):
+        return median([r.get(key) for r in rounds])
+    print('\nshared dict: `incr` + 13-byte answer, ratio to `return 200` (median of %d rounds):\n' % len(rounds))
+    print('| case | Python sync | Python unblock | Lua (`lua_shared_dict`) |')
+    print('|---|---|---|---|')
+    print('| incr | %.3f | %.3f | %.3f |' % tuple(med(('incr', c)) for c in ('sync', 'unblock', 'lua')))
+    print('\nFlask app, one process on the worker\'s core, ratio to `return 200`:\n')
+    print('| Flask view | python_wsgi (sync) | python_wsgi (unblock) | uWSGI (uwsgi_pass) | gunicorn (proxy_pass) |')
+    print('|---|---|---|---|---|')
+    for case in ('hello', 'json'):
+        row = [med(('flask ' + case, c)) for c in ('wsgi sync', 'wsgi unblock', 'uwsgi', 'gunicorn')]
+        print('| %s | %.3f | %.3f | %.3f | %.3f |' % ((case,) + tuple(row)))
+    for case in ('hello', 'json'):
+        w, u = med(('flask ' + case, 'wsgi sync')), med(('flask ' + case, 'uwsgi'))
+        print('python_wsgi (sync) / uWSGI, %s: %.1fx' % (case, w / u))
+    sys.stdout.flush()
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -356,6 +474,8 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--seconds', type=int, default=5)
     ap.add_argument('--no-callgrind', action='store_true')
+    ap.add_argument('--only', default='main,extra',
+                    help='sections: main (the Lua/njs table), extra (shared dict incr, WSGI)')
     ap.add_argument('--sync-so', default=os.path.join(REPO, 'build/debian/sync/objs/ngx_python_module.so'))
     ap.add_argument('--unblock-so', default=os.path.join(REPO, 'build/debian/unblock/objs/ngx_python_module.so'))
     ap.add_argument('--static-sync', default=os.path.join(REPO, 'build/sync/objs/nginx'))
@@ -371,6 +491,19 @@ def main():
     print('  python module (sync):    %s\n  python module (unblock): %s\n  static 1.28 builds:      %s, %s'
           % (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock))
     print('  load average at start: %s' % open('/proc/loadavg').read().strip())
+    only = set(a.only.split(','))
+    if 'extra' in only:
+        servers = app_servers()
+        try:
+            extra = []
+            for _ in range(a.rounds):
+                extra.append({})
+                extra_round(a, s, extra[-1], servers)
+            print_extra(extra)
+        finally:
+            stop_app_servers(servers)
+    if 'main' not in only:
+        return
     rounds = []
     for rnd in range(1, a.rounds + 1):
         r = {}
