@@ -41,6 +41,17 @@ pub fn nonsuspending<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The depth `Handle::resume` saves before a switch and puts back after
+/// it: a stack overflow can jump out of `nonsuspending` on a coroutine's
+/// stack without the decrement.
+pub(super) fn no_suspend_depth() -> u32 {
+    NO_SUSPEND.get()
+}
+
+pub(super) fn set_no_suspend_depth(depth: u32) {
+    NO_SUSPEND.set(depth);
+}
+
 fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
     let log = h.env().log;
     // SAFETY: ngx_cycle is set for the worker's life.
