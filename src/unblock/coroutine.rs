@@ -75,6 +75,17 @@ thread_local! {
     /// Used only on nginx's stack (`spawn`, `release`).
     static STACKS: RefCell<Vec<GuardedStack>> = const { RefCell::new(Vec::new()) };
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
+    /// True while the deferred functions of an overflowed coroutine run.
+    static ABANDONING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For functions given to `Handle::defer`: whether the coroutine being
+/// released was abandoned after a stack overflow. Its Python frames (and
+/// whatever objects they hold, e.g. sockets) are then never freed, so what
+/// those objects registered with nginx must be withdrawn now; a coroutine
+/// that finished may legitimately leave such objects to others.
+pub fn releasing_abandoned() -> bool {
+    ABANDONING.get()
 }
 
 /// The generation of the live coroutine at `addr`, if any.
@@ -300,9 +311,11 @@ impl Handle {
         // LIVE just now: no handle reaches it any more, this is its owner.
         let mut co = unsafe { Box::from_raw(self.0) };
         let on_done = co.on_done.take().filter(|_| co.suspended_once);
+        ABANDONING.set(co.overflowed);
         while let Some(f) = co.deferred.pop() {
             f();
         }
+        ABANDONING.set(false);
         if co.overflowed {
             let size = co.stack.as_ref().map_or(0, |s| s.len());
             let msg = format!(

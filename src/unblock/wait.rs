@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::os::raw::c_void;
+use std::rc::Rc;
 
 use super::coroutine::{self, Handle, Wake};
 use crate::ffi::{self, ngx_connection_t, ngx_event_t};
@@ -79,8 +80,13 @@ pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
 
 /// An nginx connection wrapping a socket fd that Python owns, so the
 /// coroutine can wait for it on nginx's event loop. `c->data` points here.
+/// The connection is shared (`Rc`) with a function deferred on the
+/// coroutine that created it: if that coroutine is abandoned after a stack
+/// overflow, the Python socket holding this is never freed, and the
+/// connection is given back to nginx then (else nginx's exit would find it
+/// open). Null once given back.
 pub struct FdWaiter {
-    conn: *mut ngx_connection_t,
+    conn: Rc<Cell<*mut ngx_connection_t>>,
     waiting: Option<Handle>,
 }
 
@@ -97,12 +103,12 @@ impl FdWaiter {
     /// None when nginx has no free connection (worker_connections).
     pub fn new(fd: i32, log: *mut ffi::ngx_log_t) -> Option<Box<FdWaiter>> {
         // SAFETY: `fd` is an open socket owned by the caller.
-        unsafe {
+        let w = unsafe {
             let c = ffi::ngx_get_connection(fd, log);
             if c.is_null() {
                 return None;
             }
-            let mut w = Box::new(FdWaiter { conn: c, waiting: None });
+            let mut w = Box::new(FdWaiter { conn: Rc::new(Cell::new(c)), waiting: None });
             (*c).data = &mut *w as *mut FdWaiter as *mut c_void;
             for ev in [(*c).read, (*c).write] {
                 (*ev).handler = Some(io_ready);
@@ -110,16 +116,29 @@ impl FdWaiter {
             }
             (*c).log = log;
             (*(*c).write).set_ready(1); // a fresh socket is writable
-            Some(w)
+            w
+        };
+        if let Some(h) = coroutine::current() {
+            let conn = w.conn.clone();
+            h.defer(Box::new(move || {
+                if coroutine::releasing_abandoned() {
+                    release_connection(conn.replace(std::ptr::null_mut()));
+                }
+            }));
         }
+        Some(w)
     }
 
     /// Suspends `h` until the fd is readable (`write` false) or writable,
     /// or `timeout_ms` passes. The caller saw EAGAIN just before.
     pub fn wait(&mut self, h: Handle, write: bool, timeout_ms: Option<ffi::ngx_msec_t>) -> Wake {
-        // SAFETY: the connection is ours until `drop`.
+        let conn = self.conn.get();
+        if conn.is_null() {
+            return Wake::Cancelled; // given back: its creator overflowed
+        }
+        // SAFETY: the connection is ours until given back.
         unsafe {
-            let ev = if write { (*self.conn).write } else { (*self.conn).read };
+            let ev = if write { (*conn).write } else { (*conn).read };
             (*ev).set_ready(0);
             let rc = if write { ffi::ngx_handle_write_event(ev, 0) } else { ffi::ngx_handle_read_event(ev, 0) };
             if rc != ffi::OK {
@@ -138,18 +157,28 @@ impl FdWaiter {
     }
 }
 
+/// Gives an FdWaiter's nginx connection back (null: already done); the fd
+/// itself is Python's to close.
+fn release_connection(c: *mut ngx_connection_t) {
+    if c.is_null() {
+        return;
+    }
+    // SAFETY: `c` came from ngx_get_connection in `FdWaiter::new` and is
+    // released once (the shared cell was nulled by the caller).
+    unsafe {
+        // Still open (socket.detach(): e.g. ssl wraps the same fd next):
+        // really unregister it. Already closed (a socket collected
+        // without close()): the kernel has dropped it from epoll.
+        let closed = libc::fcntl((*c).fd, libc::F_GETFD) == -1;
+        ffi::ngx_python_close_events(c, closed as ffi::ngx_uint_t);
+        ffi::ngx_free_connection(c);
+        (*c).fd = -1;
+    }
+}
+
 impl Drop for FdWaiter {
     fn drop(&mut self) {
-        // SAFETY: releases what `new` took; the fd itself is Python's to close.
-        unsafe {
-            // Still open (socket.detach(): e.g. ssl wraps the same fd next):
-            // really unregister it. Already closed (a socket collected
-            // without close()): the kernel has dropped it from epoll.
-            let closed = libc::fcntl((*self.conn).fd, libc::F_GETFD) == -1;
-            ffi::ngx_python_close_events(self.conn, closed as ffi::ngx_uint_t);
-            ffi::ngx_free_connection(self.conn);
-            (*self.conn).fd = -1;
-        }
+        release_connection(self.conn.replace(std::ptr::null_mut()));
     }
 }
 
