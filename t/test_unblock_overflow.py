@@ -18,7 +18,7 @@ import harness
 SKIP_REASON = 'needs the unblock build (make module FEATURES=unblock; nginx -V has NGX_PYTHON_SYNC=0)'
 
 APP = r'''
-import socket, sys, time
+import socket, sys, time, traceback
 
 def overflow(r=None):
     sys.setrecursionlimit(10 ** 6)
@@ -34,6 +34,10 @@ def nap_twice(r):
     # The second wait needs the NO_SUSPEND depth back at zero.
     time.sleep(float(r.arg.get('t', '0.4')))
     time.sleep(0.01)
+    # Every thread state, the abandoned one included, can still be walked
+    # (its C stack stays mapped).
+    for frame in sys._current_frames().values():
+        traceback.extract_stack(frame)
     r.send('slept twice', ngx.SEND_LAST)
 
 def overflow_after_sleep(r):

@@ -52,11 +52,22 @@ pub struct Coroutine {
     generation: u64,
     /// Run when the coroutine is released (see `Handle::defer`), last first.
     deferred: Vec<Box<dyn FnOnce()>>,
+    /// What a wait registered from this stack right now (see `Handle::arm`).
+    armed: Option<Armed>,
     /// What the coroutine's owner attaches (e.g. the resolver to use).
     pub env: Env,
 }
 
 pub use crate::executor::Env;
+
+/// A registration made from a coroutine's own stack for the duration of one
+/// wait (a timer event, a resolver query living in the waiting function's
+/// frame) and how to withdraw it: `withdraw(data)`.
+#[derive(Clone, Copy)]
+pub struct Armed {
+    pub withdraw: unsafe fn(*mut std::os::raw::c_void),
+    pub data: *mut std::os::raw::c_void,
+}
 
 /// A reference to a coroutine: its address and its generation, so a handle
 /// kept past its coroutine's end never reaches a newer coroutine that
@@ -173,6 +184,7 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
         overflowed: false,
         generation: 0,
         deferred: Vec::new(),
+        armed: None,
         env,
     }));
     let generation = GENERATION.get() + 1;
@@ -224,8 +236,10 @@ impl Handle {
     /// with `is_live`), on the worker's one thread, and keep no reference
     /// across a switch — the other side may then use it.
     fn co<'a>(self) -> &'a mut Coroutine {
-        // SAFETY: as above; the box is freed only by `release`, which first
-        // removes it from LIVE.
+        // SAFETY: the box is owned by the executor from `spawn` to
+        // `release`, which first removes it from LIVE; callers checked
+        // `is_live` and use the reference on this thread only, not across a
+        // switch.
         unsafe { &mut *self.0 }
     }
 
@@ -247,6 +261,18 @@ impl Handle {
     pub fn defer(self, f: Box<dyn FnOnce()>) {
         if self.is_live() {
             self.co().deferred.push(f);
+        }
+    }
+
+    /// Called by the running coroutine around a wait: `Some` right before
+    /// it registers something that lives in its own frame, `None` right
+    /// after withdrawing it. An overflow in between (inside nginx's timer
+    /// or resolver code, or on the way to and from the switch) abandons the
+    /// coroutine with the registration in place: release withdraws it then.
+    /// A slot, not `defer`: a handler may wait millions of times.
+    pub fn arm(self, armed: Option<Armed>) {
+        if self.is_live() {
+            self.co().armed = armed;
         }
     }
 
@@ -274,7 +300,7 @@ impl Handle {
         let no_suspend = wait::no_suspend_depth();
         let prev_ts = co.tstate.as_ref().expect("live coroutine has a thread state").enter();
         let stack = co.stack.as_ref().expect("live coroutine has a stack");
-        let prev_guard = guard::enter(stack.bottom() as usize);
+        let prev_guard = guard::enter(stack.bottom());
         // SAFETY: `context` is where the coroutine last suspended (or its
         // start), on the stack it owns; it returns here when it suspends,
         // finishes or overflows. `co` is not used across the switch.
@@ -330,6 +356,11 @@ impl Handle {
             // into mapped for good.
             if let Some(ts) = co.tstate.take() {
                 ts.abandon();
+            }
+            if let Some(a) = co.armed.take() {
+                // SAFETY: `arm`'s caller registered `data` (in the leaked,
+                // still mapped stack) with a `withdraw` that takes it.
+                unsafe { (a.withdraw)(a.data) };
             }
             if let Some(s) = co.stack.take() {
                 s.leak();

@@ -114,6 +114,9 @@ impl Drop for GuardedStack {
 }
 
 static INSTALL: Once = Once::new();
+/// The handlers we replaced (SIGSEGV, SIGBUS): written once by `install`,
+/// read by `on_fault` to hand on faults that are not ours.
+// SAFETY: an all-zero sigaction is a valid value (SIG_DFL, no flags).
 static mut PREVIOUS: [libc::sigaction; 2] = unsafe { std::mem::zeroed() };
 
 pub fn install() {

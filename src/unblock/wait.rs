@@ -71,11 +71,22 @@ pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
     ev.handler = Some(timer_fired);
     ev.data = h.as_raw();
     ev.log = log_of(h);
-    // SAFETY: `ev` outlives its registration (deleted below).
+    h.arm(Some(coroutine::Armed { withdraw: withdraw_timer, data: &mut ev as *mut ngx_event_t as *mut c_void }));
+    // SAFETY: `ev` outlives its registration (deleted below, or by
+    // `withdraw_timer` if the coroutine overflows and its stack is kept).
     unsafe { ffi::ngx_python_add_timer(&mut ev, ms) };
     let wake = coroutine::suspend();
     unsafe { ffi::ngx_python_del_timer(&mut ev) };
+    h.arm(None);
     wake
+}
+
+/// Takes a sleep's timer off the tree (see `Handle::arm`).
+///
+/// # Safety
+/// `ev` is the `ngx_event_t` of a `sleep` on a stack that is still mapped.
+unsafe fn withdraw_timer(ev: *mut c_void) {
+    unsafe { ffi::ngx_python_del_timer(ev as *mut ngx_event_t) };
 }
 
 /// An nginx connection wrapping a socket fd that Python owns, so the
