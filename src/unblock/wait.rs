@@ -63,8 +63,27 @@ unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
     Handle::from_raw((*ev).data).resume(Wake::Ready);
 }
 
-/// Suspends `h` (the running coroutine) for `ms` milliseconds.
+/// How far nginx's clock (`ngx_current_msec`: CLOCK_MONOTONIC truncated to
+/// milliseconds, updated once per event-loop turn) is behind the real
+/// monotonic time, rounded up. A timer of `ms + lag` fires no earlier than
+/// `ms` from now, as Python's time.sleep promises; without it a sleep
+/// started late in a busy loop turn ended early by as much as that turn took.
+fn clock_lag_ms() -> ffi::ngx_msec_t {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill; ngx_current_msec is nginx's
+    // worker-thread clock, read on that thread.
+    unsafe {
+        if libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) != 0 {
+            return 1;
+        }
+        let now = ts.tv_sec as ffi::ngx_msec_t * 1000 + (ts.tv_nsec as ffi::ngx_msec_t).div_ceil(1_000_000);
+        now.saturating_sub(ffi::ngx_current_msec)
+    }
+}
+
+/// Suspends `h` (the running coroutine) for `ms` milliseconds (at least).
 pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
+    let ms = ms.saturating_add(clock_lag_ms());
     // The event lives on the coroutine's own stack, which stays put while
     // it is suspended; it is off the timer tree before this returns.
     let mut ev: ngx_event_t = unsafe { std::mem::zeroed() };
