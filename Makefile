@@ -2,7 +2,7 @@
 #   make module [FEATURES=unblock]   build nginx with this module into build/<flavour>/
 #   make run                         build, then serve examples/ on 127.0.0.1:8000
 #   make test                        build both flavours, cargo test, the Python suite
-#   make test-asan                   unblock build under AddressSanitizer, memory-sensitive tests
+#   make test-asan                   both flavours under AddressSanitizer, memory-sensitive tests
 #   make bench                       throughput/memory figures, side by side
 #
 # NGINX_SRC=/path overrides the nginx source (default: the pinned nginx-src crate).
@@ -24,7 +24,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module debian-module run test test-sync test-unblock test-asan cargo-test bench deps clean
+.PHONY: module debian-module run test test-sync test-unblock test-asan test-asan-unblock test-asan-sync cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -76,24 +76,31 @@ test-unblock:
 	$(MAKE) module FEATURES=unblock
 	TEST_NGINX_BINARY=$(CURDIR)/build/unblock/objs/nginx $(PYTHON) t
 
-# AddressSanitizer run (unblock build: it runs the most C around Python).
-# Instrumented: nginx and src/ffi/shim.c; not the Rust code (stable Rust
-# has no sanitizer support) nor libpython, whose objects go through the
-# instrumented malloc with PYTHONMALLOC=malloc. An ASan report aborts the
-# process (abort_on_error): "exited on signal 6" in error.log fails the
-# test, as any crash does. Leak checking is off: workers exit without
-# finalizing the embedded interpreter, which LeakSanitizer would report;
-# the suite's RSS tests cover growth instead (ASAN_TESTS: the tests that
-# exercise memory ownership; the RSS-bound tests are left to the plain runs,
-# where ASan's shadow memory and quarantine do not skew them).
+# AddressSanitizer runs (both flavours). Instrumented: nginx and
+# src/ffi/shim.c; not the Rust code (stable Rust has no sanitizer support)
+# nor libpython, whose objects go through the instrumented malloc with
+# PYTHONMALLOC=malloc. An ASan report aborts the process (abort_on_error):
+# "exited on signal 6" in error.log fails the test, as any crash does, and
+# the report is in that error.log. Leak checking is off: workers exit
+# without finalizing the embedded interpreter, which LeakSanitizer would
+# report; the RSS tests of the plain runs cover growth (TEST_NGINX_ASAN=1
+# tells them not to assert RSS bounds, which ASan's quarantine skews).
+# ASAN_TESTS: the files that exercise memory ownership (unblock-only files
+# skip in the sync build).
 ASAN_TESTS ?= test_unblock_abort test_unblock_overflow test_unblock_http test_unblock_socket \
 	test_unblock_stream test_unblock_stream_bounds test_unblock_sleep test_unblock_resolver \
 	test_http_request test_http_errors test_http_basic test_stream
-ASAN_OPTIONS_RUN := abort_on_error=1:detect_leaks=0:allocator_may_return_null=1:handle_abort=0
-test-asan:
+ASAN_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:allocator_may_return_null=1 \
+	PYTHONMALLOC=malloc TEST_NGINX_ASAN=1
+test-asan: test-asan-unblock test-asan-sync
+
+test-asan-unblock:
 	$(MAKE) module FEATURES=unblock SANITIZE=address
-	ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) PYTHONMALLOC=malloc TEST_NGINX_ASAN=1 \
-	TEST_NGINX_BINARY=$(CURDIR)/build/unblock-asan/objs/nginx $(PYTHON) t $(ASAN_TESTS)
+	$(ASAN_ENV) TEST_NGINX_BINARY=$(CURDIR)/build/unblock-asan/objs/nginx $(PYTHON) t $(ASAN_TESTS)
+
+test-asan-sync:
+	$(MAKE) module SANITIZE=address
+	$(ASAN_ENV) TEST_NGINX_BINARY=$(CURDIR)/build/sync-asan/objs/nginx $(PYTHON) t $(ASAN_TESTS)
 
 # Both flavours; the suite's last line is "N passed, N failed, N skipped".
 test: deps cargo-test test-sync test-unblock
