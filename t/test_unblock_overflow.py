@@ -52,6 +52,12 @@ def overflow_with_socket(r):
     s.sendall(b'hello')
     overflow(r)
 
+def slow_access(s):
+    time.sleep(0.4)
+
+def greet(s):
+    s.sock.sendall(b'passed access\n')
+
 def stacks(r):
     time.sleep(float(r.arg.get('t', '0.5')))
     r.send('ok', ngx.SEND_LAST)
@@ -78,6 +84,12 @@ server {
     location /python-set { python_content "overflow_in_python_set(r)"; }
     location /socket   { python_content "overflow_with_socket(r)"; }
 }
+'''
+
+
+STREAM = '''
+server { listen 127.0.0.1:%(port2)s; python_access "slow_access(s)"; python_content "greet(s)"; }
+server { listen 127.0.0.1:%(port3)s; python_content "overflow(s)"; }
 '''
 
 
@@ -177,6 +189,26 @@ class OverflowTest(harness.NginxTestCase):
         self.addCleanup(listener.close)
         port = listener.getsockname()[1]
         self.assert_overflow_retires_worker('/socket?port=%d' % port)
+
+    def test_stream_sessions_in_flight_complete_and_stream_overflow(self):
+        # A stream access handler waiting when another handler of the worker
+        # overflows goes on to the content phase (graceful quit, not exit);
+        # an overflow in a stream handler closes its session and retires
+        # the worker as well.
+        self.start(main='python_include app.py;', files={'app.py': APP}, http=SERVER,
+                   stream=STREAM)
+        old = self.only_worker()
+        c = socket.create_connection(('127.0.0.1', self.port2), timeout=5)
+        time.sleep(0.1)
+        self.assertEqual(self.get('/content', timeout=5)[0], 500)
+        self.assertEqual(c.recv(100), b'passed access\n')
+        c.close()
+        pid = self.wait_new_worker(old)
+        s = socket.create_connection(('127.0.0.1', self.port3), timeout=5)
+        self.assertEqual(s.recv(100), b'')          # closed
+        s.close()
+        self.wait_new_worker(pid)
+        self.assertEqual(self.error_log().count('overflowed its'), 2)
 
     def test_100_overflows_do_not_accumulate(self):
         # Each overflowing worker exits: memory and processes stay bounded.

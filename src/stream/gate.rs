@@ -82,7 +82,7 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
             ctx.waiting.set(None);
             unwatch_client(s);
             match rc {
-                Some(rc) if !ffi::exiting() => {
+                Some(rc) if !executor::exiting_process() => {
                     note_again(ctx, phase, rc, have);
                     ctx.resumed_rc.set(Some(rc));
                     ffi::ngx_stream_core_run_phases(s);

@@ -88,6 +88,14 @@ thread_local! {
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
     /// True while the deferred functions of an overflowed coroutine run.
     static ABANDONING: Cell<bool> = const { Cell::new(false) };
+    /// Set by `shutdown_all`: the worker process is exiting now.
+    static SHUTTING_DOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the worker is in its final exit (`shutdown_all`), as opposed to
+/// draining in-flight work during a graceful quit (`ngx_exiting`).
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.get()
 }
 
 /// For functions given to `Handle::defer`: whether the coroutine being
@@ -427,6 +435,7 @@ pub fn suspend() -> Wake {
 /// Worker exit: every live coroutine unwinds (its `finally` blocks run) and
 /// then its `on_done` runs, so its owner ends the request or session.
 pub fn shutdown_all() {
+    SHUTTING_DOWN.set(true);
     for (c, g) in live_list() {
         let h = Handle(c as *mut Coroutine, g);
         if h.is_live() {
