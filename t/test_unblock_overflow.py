@@ -210,6 +210,16 @@ class OverflowTest(harness.NginxTestCase):
         self.wait_new_worker(pid)
         self.assertEqual(self.error_log().count('overflowed its'), 2)
 
+    def test_worker_of_a_reloaded_configuration_is_replaced_too(self):
+        # Workers started by a reload are respawned like the first ones.
+        self.start_app()
+        self.reload()
+        old = self.only_worker()
+        self.assertEqual(self.get('/content', timeout=5)[0], 500)
+        new = self.wait_new_worker(old)
+        self.assertEqual(self.get_body('/fast'), 'fast')
+        self.assertEqual(self.only_worker(), new)
+
     def test_100_overflows_do_not_accumulate(self):
         # Each overflowing worker exits: memory and processes stay bounded.
         self.start_app()

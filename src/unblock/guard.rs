@@ -108,7 +108,8 @@ impl GuardedStack {
 
 impl Drop for GuardedStack {
     fn drop(&mut self) {
-        // SAFETY: our own mapping; the coroutine that ran on it has finished.
+        // SAFETY: the mapping is this value's since `new`; the coroutine that
+        // ran on it has finished (an abandoned one's stack is leaked instead).
         unsafe { libc::munmap(self.base, self.total) };
     }
 }

@@ -130,6 +130,8 @@ fn resolve(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
 /// `q` is the `Query` of a `resolve` on a stack that is still mapped.
 unsafe fn withdraw_query(q: *mut std::os::raw::c_void) {
     let q = q as *mut Query;
+    // SAFETY: per the contract above; `ctx` is the resolver's until
+    // ngx_resolve_name_done, called once (here or by `resolved`, `done`).
     unsafe {
         if !(*q).done && !(*q).ctx.is_null() {
             (*q).done = true;

@@ -105,6 +105,8 @@ pub fn sleep(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
 /// # Safety
 /// `ev` is the `ngx_event_t` of a `sleep` on a stack that is still mapped.
 unsafe fn withdraw_timer(ev: *mut c_void) {
+    // SAFETY: per the contract above; the event is not freed (the stack
+    // it lives on is leaked) and del_timer checks `timer_set`.
     unsafe { ffi::ngx_python_del_timer(ev as *mut ngx_event_t) };
 }
 
