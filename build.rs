@@ -79,6 +79,14 @@ fn main() {
     // The C shim: macros and static inline functions bindgen cannot bind.
     let mut cc = cc::Build::new();
     cc.file("src/ffi/shim.c").warnings(false);
+    // `make test-asan`: the shim is instrumented like nginx (the Rust code
+    // is not: stable Rust has no -Zsanitizer).
+    println!("cargo:rerun-if-env-changed=NGX_PYTHON_SANITIZE");
+    if let Ok(s) = env::var("NGX_PYTHON_SANITIZE") {
+        if !s.is_empty() {
+            cc.flag(format!("-fsanitize={s}")).flag("-fno-omit-frame-pointer");
+        }
+    }
     if stream {
         cc.define("NGX_PYTHON_STREAM", "1");
     }

@@ -10,6 +10,7 @@ Every test skips in the sync build.
 import os
 import selectors
 import socket
+import threading
 import time
 
 import harness
@@ -159,6 +160,16 @@ def sleep_in_callback(r):
     r.send('%d %.3f' % (v, time.monotonic() - t0), ngx.SEND_LAST)
 
 CONFIG_SLEPT = None
+
+def late_sleep(r):
+    # A sleep started late in a long event-loop turn (nginx's cached clock
+    # is then behind) must still last its full time.
+    end = time.monotonic() + 0.03
+    while time.monotonic() < end:
+        pass
+    t0 = time.monotonic()
+    time.sleep(0.05)
+    r.send('%.6f' % (time.monotonic() - t0), ngx.SEND_LAST)
 '''
 
 SERVER = '''
@@ -212,6 +223,7 @@ server {
     location /fresh     { python_content "fresh(r)"; }
     location /ext       { python_content "extensions(r)"; }
     location /sleep-in-callback { python_content "sleep_in_callback(r)"; }
+    location /late-sleep { python_content "late_sleep(r)"; }
     location /proxied {
         proxy_pass http://127.0.0.1:%(port)s/sleep?t=2;
         proxy_read_timeout 100ms;
@@ -486,6 +498,27 @@ class UnblockSleepTest(harness.NginxTestCase):
             self.assertGreaterEqual(float(waited), 0.49)
         self.assertLess(took, 3, 'serialized they would take 5 s')
         self.assertEqual(self.get_body('/fast'), 'fast')
+
+    def test_sleep_never_ends_early(self):
+        # Other events (here: requests on another connection) make nginx
+        # update its clock before the sleep's timer is due; a timer of
+        # exactly the sleep's length, counted from the stale clock, fired
+        # early then.
+        self.start_app()
+        stop = threading.Event()
+
+        def other_events():
+            while not stop.is_set():
+                self.get('/fast')
+                time.sleep(0.003)
+        t = threading.Thread(target=other_events)
+        t.start()
+        try:
+            for _ in range(3):
+                self.assertGreaterEqual(float(self.get_body('/late-sleep')), 0.05)
+        finally:
+            stop.set()
+            t.join()
 
     # -- signature and errors like the standard library's ---------------------
 

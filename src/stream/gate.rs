@@ -15,6 +15,15 @@
 //! - suspended (unblock builds): NGX_DONE; when the handlers finish, their
 //!   result is kept in the session's context and the phase engine re-runs
 //!   this handler, which returns it.
+//!
+//! After ngx.AGAIN the handlers run again only when the client has sent
+//! more. nginx's preread checker, after a handler returned NGX_AGAIN on its
+//! first call of a phase run, peeks the socket (MSG_PEEK: nothing is
+//! consumed) and calls the handler with what it finds — the same bytes
+//! again when the AGAIN came from a handler that suspended, whose result
+//! arrives through a fresh phase run. Running the handlers again on them
+//! would repeat forever while the client waits (a busy loop), so the gate
+//! answers NGX_AGAIN itself for data it has already answered AGAIN to.
 
 use pyo3::prelude::*;
 
@@ -62,6 +71,10 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
     if ctx.waiting.get().is_some() {
         return ffi::DONE; // still waiting (an event re-ran the phase)
     }
+    let have = buffered(s);
+    if phase == Phase::Preread && ctx.preread_asked_at.get() == Some(have) {
+        return ffi::AGAIN; // nothing new since the handler asked for more
+    }
     let done = move |rc: Option<ngx_int_t>| {
         // SAFETY: `done` runs only while the session lives (its end cancels).
         unsafe {
@@ -69,7 +82,8 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
             ctx.waiting.set(None);
             unwatch_client(s);
             match rc {
-                Some(rc) if !ffi::exiting() => {
+                Some(rc) if !executor::exiting_process() => {
+                    note_again(ctx, phase, rc, have);
                     ctx.resumed_rc.set(Some(rc));
                     ffi::ngx_stream_core_run_phases(s);
                 }
@@ -84,12 +98,35 @@ unsafe fn gate(s: *mut ngx_stream_session_t, phase: Phase) -> ngx_int_t {
         unwatch_client(s);
     }
     match outcome {
-        Outcome::Done(rc) => rc,
+        Outcome::Done(rc) => {
+            note_again(ctx, phase, rc, have);
+            rc
+        }
         Outcome::Suspended(h) => {
             ctx.waiting.set(Some(h));
             ffi::DONE
         }
         Outcome::Failed => STATUS_ERROR,
+    }
+}
+
+/// Remembers how much data a preread AGAIN was the answer to.
+fn note_again(ctx: &SessionCtx, phase: Phase, rc: ngx_int_t, have: usize) {
+    if phase == Phase::Preread {
+        ctx.preread_asked_at.set((rc == ffi::AGAIN).then_some(have));
+    }
+}
+
+/// Bytes in the client connection's buffer (what `s.buf` shows).
+///
+/// # Safety
+/// `s` must be a live session.
+unsafe fn buffered(s: *mut ngx_stream_session_t) -> usize {
+    let b = (*(*s).connection).buffer;
+    if b.is_null() || (*b).pos.is_null() || (*b).last <= (*b).pos {
+        0
+    } else {
+        (*b).last.offset_from((*b).pos) as usize
     }
 }
 

@@ -45,6 +45,9 @@ pub struct SessionCtx {
     /// The first `python_preread` handler to run on the next call: the one
     /// that asked for more data (those before it are done).
     pub preread_next: Cell<usize>,
+    /// How many bytes `s.buf` had when a `python_preread` handler last
+    /// returned ngx.AGAIN: it runs again only once there are more.
+    pub preread_asked_at: Cell<Option<usize>>,
 }
 
 impl Drop for SessionCtx {
@@ -71,7 +74,7 @@ pub unsafe fn session_ctx<'a>(py: Python<'_>, s: *mut ngx_stream_session_t) -> P
         return Ok(&*ctx);
     }
     let obj = Py::new(py, Session { s: Cell::new(s), ctx: PyDict::new(py).unbind(), sock: OnceCell::new(), frozen_buf: RefCell::new(None) })?;
-    let ctx = SessionCtx { obj: Some(obj), waiting: Cell::new(None), resumed_rc: Cell::new(None), preread_next: Cell::new(0) };
+    let ctx = SessionCtx { obj: Some(obj), waiting: Cell::new(None), resumed_rc: Cell::new(None), preread_next: Cell::new(0), preread_asked_at: Cell::new(None) };
     let ctx = ffi::pool_box((*(*s).connection).pool, ctx).ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
     stream_set_ctx(s, module(), ctx);
     Ok(&*ctx)

@@ -15,6 +15,9 @@ use super::session::Session;
 use crate::ffi;
 use crate::runtime::convert::to_str;
 
+/// The largest timeout CPython's own sockets accept (seconds).
+const MAX_TIMEOUT_S: f64 = i64::MAX as f64 / 1e9;
+
 #[pyclass(unsendable, module = "ngx", name = "StreamSocket")]
 pub struct Socket {
     session: Py<Session>,
@@ -85,8 +88,13 @@ mod io {
         )))
     }
 
+    /// The nginx timer for the socket's timeout; None: no timer. nginx's
+    /// timer tree compares keys as signed differences and epoll takes an
+    /// int, so a timer beyond i32::MAX ms (24.8 days) would wrap into one
+    /// that fires at once: such timeouts are waited without a timer.
     fn timeout_ms(sock: &Socket) -> Option<ffi::ngx_msec_t> {
-        sock.timeout.get().map(|t| (t * 1000.0).ceil() as ffi::ngx_msec_t)
+        let ms = (sock.timeout.get()? * 1000.0).ceil();
+        (ms <= i32::MAX as f64).then_some(ms as ffi::ngx_msec_t)
     }
 
     /// Waits for the read or write event; the errors Python sockets raise.
@@ -104,8 +112,14 @@ mod io {
         }
     }
 
+    /// The most one recv() returns: a socket may return less than asked,
+    /// and allocating what a caller asks for (recv(10**11)) would abort the
+    /// worker.
+    pub const RECV_MAX: usize = 256 * 1024;
+
     pub fn recv(sock: &Socket, py: Python<'_>, size: usize) -> PyResult<Vec<u8>> {
         require_unblock("recv")?;
+        let size = size.min(RECV_MAX);
         let c = sock.connection(py)?;
         // SAFETY: live connection; its buffer's pos..last is unread data.
         unsafe {
@@ -211,10 +225,14 @@ impl Socket {
 
     /// Receives up to `bufsize` bytes (b'' at end of stream). Data nginx
     /// already read from the client (preread, the UDP datagram) comes first.
+    /// At most `io::RECV_MAX` bytes per call, as sockets may return less.
     #[pyo3(signature = (bufsize, flags = 0))]
-    fn recv<'py>(&self, py: Python<'py>, bufsize: usize, flags: i32) -> PyResult<Bound<'py, PyBytes>> {
+    fn recv<'py>(&self, py: Python<'py>, bufsize: isize, flags: i32) -> PyResult<Bound<'py, PyBytes>> {
         let _ = flags;
-        let data = io::recv(self, py, bufsize)?;
+        if bufsize < 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err("negative buffersize in recv"));
+        }
+        let data = io::recv(self, py, bufsize as usize)?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -231,7 +249,7 @@ impl Socket {
 
     /// `(data, address)`: the client is the only peer.
     #[pyo3(signature = (bufsize, flags = 0))]
-    fn recvfrom<'py>(&self, py: Python<'py>, bufsize: usize, flags: i32) -> PyResult<Bound<'py, PyTuple>> {
+    fn recvfrom<'py>(&self, py: Python<'py>, bufsize: isize, flags: i32) -> PyResult<Bound<'py, PyTuple>> {
         let data = self.recv(py, bufsize, flags)?;
         PyTuple::new(py, [data.into_any(), self.getpeername(py)?])
     }
@@ -268,6 +286,10 @@ impl Socket {
         io::require_unblock("settimeout")?;
         if value.is_some_and(|v| v < 0.0 || v.is_nan()) {
             return Err(pyo3::exceptions::PyValueError::new_err("Timeout value out of range"));
+        }
+        // As CPython's sockets (nanoseconds in an int64).
+        if value.is_some_and(|v| v > MAX_TIMEOUT_S) {
+            return Err(pyo3::exceptions::PyOverflowError::new_err("timestamp out of range for platform time_t"));
         }
         self.timeout.set(value);
         Ok(())

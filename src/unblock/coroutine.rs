@@ -3,21 +3,24 @@
 //! Ownership: a `Coroutine` is boxed and owned by the executor from `spawn`
 //! until it finishes (or is abandoned after a stack overflow); callers hold
 //! a `Handle` (a raw pointer that is valid while `is_live`). Its stack goes
-//! back to the per-worker pool when it finishes; its thread state is deleted.
+//! back to the per-worker pool when it finishes; its thread state is
+//! recycled. After an overflow both are leaked instead (see `guard`).
 //!
 //! Switching: `resume` (nginx's stack) jumps into the coroutine; `suspend`
 //! (the coroutine's stack) jumps back. Around each resume the coroutine's
 //! thread state is made current and `CURRENT` names it.
 
-use std::cell::{Cell, RefCell};
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::ptr;
 
-use context::stack::ProtectedFixedSizeStack;
 use context::{Context, Transfer};
 
-use super::guard;
+use super::guard::{self, GuardedStack};
 use super::tstate::{self, ThreadState};
+use super::wait;
 
 /// Why a suspended coroutine was resumed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,7 +38,7 @@ pub struct Coroutine {
     context: Option<Context>,
     /// Where to return to when it suspends or finishes (while running).
     caller: Option<Context>,
-    stack: Option<ProtectedFixedSizeStack>,
+    stack: Option<GuardedStack>,
     tstate: Option<ThreadState>,
     task: Option<Box<dyn FnOnce()>>,
     /// Run on nginx's stack when a coroutine that suspended finishes (one
@@ -49,11 +52,22 @@ pub struct Coroutine {
     generation: u64,
     /// Run when the coroutine is released (see `Handle::defer`), last first.
     deferred: Vec<Box<dyn FnOnce()>>,
+    /// What a wait registered from this stack right now (see `Handle::arm`).
+    armed: Option<Armed>,
     /// What the coroutine's owner attaches (e.g. the resolver to use).
     pub env: Env,
 }
 
 pub use crate::executor::Env;
+
+/// A registration made from a coroutine's own stack for the duration of one
+/// wait (a timer event, a resolver query living in the waiting function's
+/// frame) and how to withdraw it: `withdraw(data)`.
+#[derive(Clone, Copy)]
+pub struct Armed {
+    pub withdraw: unsafe fn(*mut std::os::raw::c_void),
+    pub data: *mut std::os::raw::c_void,
+}
 
 /// A reference to a coroutine: its address and its generation, so a handle
 /// kept past its coroutine's end never reaches a newer coroutine that
@@ -63,11 +77,48 @@ pub struct Handle(*mut Coroutine, u64);
 
 thread_local! {
     static CURRENT: Cell<*mut Coroutine> = const { Cell::new(ptr::null_mut()) };
-    /// Live coroutines: address -> generation.
-    static LIVE: RefCell<HashMap<usize, u64>> = RefCell::new(HashMap::new());
+    /// Live coroutines: address -> generation. Not a RefCell: it is read
+    /// on coroutine stacks (`defer`), and a stack overflow jumping out of a
+    /// `borrow()` would leave the RefCell borrowed for good (every later
+    /// `borrow_mut` panicking). See `live_generation`.
+    static LIVE: UnsafeCell<HashMap<usize, u64>> = UnsafeCell::new(HashMap::new());
     static GENERATION: Cell<u64> = const { Cell::new(0) };
-    static STACKS: RefCell<Vec<ProtectedFixedSizeStack>> = const { RefCell::new(Vec::new()) };
+    /// Used only on nginx's stack (`spawn`, `release`).
+    static STACKS: RefCell<Vec<GuardedStack>> = const { RefCell::new(Vec::new()) };
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
+    /// Set by `shutdown_all`: the worker process is exiting now.
+    static SHUTTING_DOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the worker is in its final exit (`shutdown_all`), as opposed to
+/// draining in-flight work during a graceful quit (`ngx_exiting`).
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.get()
+}
+
+/// The generation of the live coroutine at `addr`, if any.
+fn live_generation(addr: usize) -> Option<u64> {
+    // SAFETY: the worker's only thread; no reference to the map escapes and
+    // `get` calls nothing that could re-enter LIVE. A jump out of this read
+    // (an overflow) leaves the map as it was.
+    LIVE.with(|l| unsafe { (*l.get()).get(&addr).copied() })
+}
+
+/// Adds or (with None) removes a live coroutine. Only on nginx's stack.
+fn set_live(addr: usize, generation: Option<u64>) {
+    // SAFETY: as in `live_generation`; insert/remove call nothing that
+    // could re-enter LIVE, and never run on a coroutine stack.
+    LIVE.with(|l| unsafe {
+        match generation {
+            Some(g) => (*l.get()).insert(addr, g),
+            None => (*l.get()).remove(&addr),
+        }
+    });
+}
+
+fn live_list() -> Vec<(usize, u64)> {
+    // SAFETY: as in `live_generation` (a copy is made; nothing re-enters).
+    LIVE.with(|l| unsafe { (*l.get()).iter().map(|(&c, &g)| (c, g)).collect() })
 }
 
 /// Default C stack per suspended handler; see README "python_stack_size".
@@ -82,21 +133,22 @@ pub fn set_stack_size(size: usize) {
 /// The coroutine running now, if any.
 pub fn current() -> Option<Handle> {
     let c = CURRENT.get();
-    // SAFETY: CURRENT names a live coroutine while it runs.
+    // SAFETY: CURRENT names a live coroutine while it runs (set and reset
+    // by `resume`, which owns the switch).
     (!c.is_null()).then(|| Handle(c, unsafe { (*c).generation }))
 }
 
-fn take_stack() -> Result<ProtectedFixedSizeStack, String> {
+fn take_stack() -> Result<GuardedStack, String> {
     let size = STACK_SIZE.get();
     if let Some(s) = STACKS.with_borrow_mut(|p| p.pop()) {
         if s.len() >= size {
             return Ok(s);
         }
     }
-    ProtectedFixedSizeStack::new(size).map_err(|e| format!("cannot allocate a {size}-byte stack: {e}"))
+    GuardedStack::new(size)
 }
 
-fn give_back_stack(s: ProtectedFixedSizeStack) {
+fn give_back_stack(s: GuardedStack) {
     STACKS.with_borrow_mut(|p| {
         if p.len() < POOLED_STACKS {
             p.push(s)
@@ -110,9 +162,11 @@ fn give_back_stack(s: ProtectedFixedSizeStack) {
 pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> Result<Option<Handle>, String> {
     let stack = take_stack()?;
     guard::install();
-    // SAFETY: the stack is ours until the coroutine finishes; `entry` never
-    // returns (it jumps back to the caller when done).
-    let context = unsafe { Context::new(&stack, entry) };
+    // SAFETY: the stack is moved into the coroutine below, which owns it
+    // until it finishes (then the pool does) or overflows (then it is
+    // leaked, never unmapped); `entry` never returns (it jumps back to the
+    // caller when done).
+    let context = unsafe { Context::new(stack.stack(), entry) };
     let co = Box::into_raw(Box::new(Coroutine {
         context: Some(context),
         caller: None,
@@ -127,13 +181,14 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
         overflowed: false,
         generation: 0,
         deferred: Vec::new(),
+        armed: None,
         env,
     }));
     let generation = GENERATION.get() + 1;
     GENERATION.set(generation);
-    // SAFETY: just allocated above.
+    // SAFETY: just allocated above, owned here until it is made live.
     unsafe { (*co).generation = generation };
-    LIVE.with_borrow_mut(|l| l.insert(co as usize, generation));
+    set_live(co as usize, Some(generation));
     let h = Handle(co, generation);
     h.resume(Wake::Ready);
     Ok(h.is_live().then_some(h))
@@ -141,7 +196,9 @@ pub fn spawn(task: Box<dyn FnOnce()>, on_done: Box<dyn FnOnce()>, env: Env) -> R
 
 extern "C" fn entry(t: Transfer) -> ! {
     let co = t.data as *mut Coroutine;
-    // SAFETY: `resume` passed its live coroutine; we run on its stack.
+    // SAFETY: `resume` passed its live coroutine, which stays allocated
+    // until `release` (after this function's last jump); we run on its
+    // stack and no one else touches it while we run.
     unsafe {
         (*co).caller = Some(t.context);
         if let Some(task) = (*co).task.take() {
@@ -165,19 +222,21 @@ impl Handle {
     /// The handle of the coroutine now at `p` (for event data that lives
     /// only while its coroutine waits).
     pub(super) fn wrap(p: *mut Coroutine) -> Handle {
-        Handle(p, LIVE.with_borrow(|l| l.get(&(p as usize)).copied().unwrap_or(0)))
+        Handle(p, live_generation(p as usize).unwrap_or(0))
     }
 
     pub fn is_live(self) -> bool {
-        LIVE.with_borrow(|l| l.get(&(self.0 as usize)) == Some(&self.1))
+        live_generation(self.0 as usize) == Some(self.1)
     }
 
     /// The coroutine itself. Callers use it only while it is live (checked
     /// with `is_live`), on the worker's one thread, and keep no reference
     /// across a switch — the other side may then use it.
     fn co<'a>(self) -> &'a mut Coroutine {
-        // SAFETY: as above; the box is freed only by `release`, which first
-        // removes it from LIVE.
+        // SAFETY: the box is owned by the executor from `spawn` to
+        // `release`, which first removes it from LIVE; callers checked
+        // `is_live` and use the reference on this thread only, not across a
+        // switch.
         unsafe { &mut *self.0 }
     }
 
@@ -202,6 +261,18 @@ impl Handle {
         }
     }
 
+    /// Called by the running coroutine around a wait: `Some` right before
+    /// it registers something that lives in its own frame, `None` right
+    /// after withdrawing it. An overflow in between (inside nginx's timer
+    /// or resolver code, or on the way to and from the switch) abandons the
+    /// coroutine with the registration in place: release withdraws it then.
+    /// A slot, not `defer`: a handler may wait millions of times.
+    pub fn arm(self, armed: Option<Armed>) {
+        if self.is_live() {
+            self.co().armed = armed;
+        }
+    }
+
     /// Resumes a coroutine suspended by `suspend_current`.
     pub fn wake(self) {
         self.resume(Wake::Ready);
@@ -221,12 +292,17 @@ impl Handle {
         let Some(context) = co.context.take() else { return }; // running now
         co.wake = wake;
         let prev_current = CURRENT.replace(self.0);
+        // An overflow can jump out of a `nonsuspending` section (python_set
+        // evaluated by the handler): its depth must not stay raised.
+        let no_suspend = wait::no_suspend_depth();
         let prev_ts = co.tstate.as_ref().expect("live coroutine has a thread state").enter();
         let stack = co.stack.as_ref().expect("live coroutine has a stack");
-        let prev_guard = guard::enter(stack.bottom() as usize);
+        let prev_guard = guard::enter(stack.bottom());
         // SAFETY: `context` is where the coroutine last suspended (or its
-        // start); it returns here when it suspends, finishes or overflows.
+        // start), on the stack it owns; it returns here when it suspends,
+        // finishes or overflows. `co` is not used across the switch.
         let t = unsafe { context.resume(self.0 as usize) };
+        wait::set_no_suspend_depth(no_suspend);
         guard::leave(prev_guard);
         tstate::restore(prev_ts);
         CURRENT.set(prev_current);
@@ -253,8 +329,9 @@ impl Handle {
     }
 
     fn release(self) {
-        LIVE.with_borrow_mut(|l| l.remove(&(self.0 as usize)));
-        // SAFETY: removed from LIVE: this is the only owner now.
+        set_live(self.0 as usize, None);
+        // SAFETY: allocated by `spawn` with Box::into_raw and removed from
+        // LIVE just now: no handle reaches it any more, this is its owner.
         let mut co = unsafe { Box::from_raw(self.0) };
         let on_done = co.on_done.take().filter(|_| co.suspended_once);
         while let Some(f) = co.deferred.pop() {
@@ -263,14 +340,27 @@ impl Handle {
         if co.overflowed {
             let size = co.stack.as_ref().map_or(0, |s| s.len());
             let msg = format!(
-                "python: the handler overflowed its {size}-byte C stack and was abandoned (raise python_stack_size)"
+                "python: the handler overflowed its {size}-byte C stack and was abandoned (raise python_stack_size); \
+                 this worker finishes its other requests and exits, nginx starts a new one"
             );
-            // SAFETY: the env's log outlives the coroutine.
+            // SAFETY: the env's log outlives the coroutine (it is the log
+            // of the request or session, which the owner ends after this).
             unsafe { crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, co.env.log, msg.as_bytes()) };
-            // Its frames may be half-updated: never clear or reuse them.
+            // Its frames may be half-updated: never clear or reuse them, and
+            // keep the C stack they (and anything registered from it) point
+            // into mapped for good.
             if let Some(ts) = co.tstate.take() {
                 ts.abandon();
             }
+            if let Some(a) = co.armed.take() {
+                // SAFETY: `arm`'s caller registered `data` (in the leaked,
+                // still mapped stack) with a `withdraw` that takes it.
+                unsafe { (a.withdraw)(a.data) };
+            }
+            if let Some(s) = co.stack.take() {
+                s.leak();
+            }
+            guard::retire_worker();
         } else {
             if let Some(s) = co.stack.take() {
                 log_stack_use(&s, co.env.log);
@@ -290,8 +380,10 @@ impl Handle {
 /// With `error_log ... debug`: how deep this stack has ever been used (the
 /// lowest byte no longer zero since the kernel handed out the mapping), to
 /// size `python_stack_size`. A scan of the whole stack, so debug only.
-fn log_stack_use(s: &ProtectedFixedSizeStack, log: *mut crate::ffi::ngx_log_t) {
-    // SAFETY: the log outlives the coroutine; the stack is ours and mapped.
+fn log_stack_use(s: &GuardedStack, log: *mut crate::ffi::ngx_log_t) {
+    // SAFETY: the log outlives the coroutine; the stack is ours (the
+    // coroutine has finished, the pool has not got it yet) and mapped from
+    // bottom() for len() bytes.
     unsafe {
         if log.is_null() || (*log).log_level < crate::ffi::NGX_LOG_DEBUG as usize {
             return;
@@ -315,7 +407,8 @@ pub fn suspend() -> Wake {
     }
     let caller = co.caller.take().expect("a running coroutine has a caller");
     co.suspended_once = true;
-    // SAFETY: jumps back into `resume` on nginx's stack; it comes back here.
+    // SAFETY: jumps back into `resume` on nginx's stack, which owns the
+    // switch; it comes back here when resumed. `co` is not used across it.
     let t = unsafe { caller.resume(0) };
     let co = h.co();
     co.caller = Some(t.context);
@@ -329,8 +422,8 @@ pub fn suspend() -> Wake {
 /// Worker exit: every live coroutine unwinds (its `finally` blocks run) and
 /// then its `on_done` runs, so its owner ends the request or session.
 pub fn shutdown_all() {
-    let live: Vec<(usize, u64)> = LIVE.with_borrow(|l| l.iter().map(|(&c, &g)| (c, g)).collect());
-    for (c, g) in live {
+    SHUTTING_DOWN.set(true);
+    for (c, g) in live_list() {
         let h = Handle(c as *mut Coroutine, g);
         if h.is_live() {
             h.co().cancelled = true;

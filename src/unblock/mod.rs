@@ -109,3 +109,11 @@ pub fn set_stack_size(size: usize) {
 pub fn exit_process() {
     coroutine::shutdown_all();
 }
+
+/// Whether the worker is exiting right now (`exit_process`, or a fast
+/// shutdown): a handler finishing then must not start anything new. During
+/// a graceful quit (also after a stack overflow) in-flight work completes.
+pub fn exiting_process() -> bool {
+    // SAFETY: a plain read of nginx's flag on the worker's thread.
+    coroutine::shutting_down() || unsafe { crate::ffi::ngx_terminate != 0 }
+}

@@ -13,6 +13,7 @@ use crate::ffi;
 /// What the resolver's handler hands back to the waiting coroutine; lives
 /// on the coroutine's stack for the duration of the query.
 struct Query {
+    ctx: *mut ffi::ngx_resolver_ctx_t,
     done: bool,
     state: ffi::ngx_int_t,
     addrs: Vec<IpAddr>,
@@ -77,7 +78,7 @@ fn resolve(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
         return Err(no_resolver());
     }
     let mut host = name.as_bytes().to_vec();
-    let mut q = Query { done: false, state: 0, addrs: Vec::new(), waiter: None };
+    let mut q = Query { ctx: std::ptr::null_mut(), done: false, state: 0, addrs: Vec::new(), waiter: None };
     // SAFETY: `host` and `q` stay on this (coroutine) stack until the
     // resolver has called back or the query was cancelled below.
     unsafe {
@@ -92,7 +93,10 @@ fn resolve(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
         (*ctx).handler = Some(resolved);
         (*ctx).data = &mut q as *mut Query as *mut std::os::raw::c_void;
         (*ctx).timeout = env.resolver_timeout;
+        q.ctx = ctx;
+        h.arm(Some(coroutine::Armed { withdraw: withdraw_query, data: &mut q as *mut Query as *mut std::os::raw::c_void }));
         if ffi::ngx_resolve_name(ctx) != ffi::OK {
+            h.arm(None);
             return Err(gaierror(py, libc::EAI_FAIL, "nginx resolver failed"));
         }
         if !q.done {
@@ -102,10 +106,12 @@ fn resolve(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
             if !q.done {
                 // Cancelled while the query is in flight: withdraw it.
                 ffi::ngx_resolve_name_done(ctx);
+                h.arm(None);
                 let _ = wake;
                 return Err(cancelled());
             }
         }
+        h.arm(None);
     }
     match q.state {
         0 if !q.addrs.is_empty() => Ok(q.addrs.iter().map(|a| a.to_string()).collect()),
@@ -114,6 +120,23 @@ fn resolve(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
             Err(gaierror(py, libc::EAI_AGAIN, "Temporary failure in name resolution"))
         }
         _ => Err(gaierror(py, libc::EAI_FAIL, "Non-recoverable failure in name resolution")),
+    }
+}
+
+/// Withdraws a query still in flight when its coroutine was abandoned
+/// after a stack overflow (see `Handle::arm`).
+///
+/// # Safety
+/// `q` is the `Query` of a `resolve` on a stack that is still mapped.
+unsafe fn withdraw_query(q: *mut std::os::raw::c_void) {
+    let q = q as *mut Query;
+    // SAFETY: per the contract above; `ctx` is the resolver's until
+    // ngx_resolve_name_done, called once (here or by `resolved`, `done`).
+    unsafe {
+        if !(*q).done && !(*q).ctx.is_null() {
+            (*q).done = true;
+            ffi::ngx_resolve_name_done((*q).ctx);
+        }
     }
 }
 

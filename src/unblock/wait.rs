@@ -44,6 +44,17 @@ pub fn nonsuspending<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The depth `Handle::resume` saves before a switch and puts back after
+/// it: a stack overflow can jump out of `nonsuspending` on a coroutine's
+/// stack without the decrement.
+pub(super) fn no_suspend_depth() -> u32 {
+    NO_SUSPEND.get()
+}
+
+pub(super) fn set_no_suspend_depth(depth: u32) {
+    NO_SUSPEND.set(depth);
+}
+
 fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
     let log = h.env().log;
     // SAFETY: ngx_cycle is set for the worker's life.
@@ -89,11 +100,24 @@ fn sleep_once(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
     ev.handler = Some(timer_fired);
     ev.data = h.as_raw();
     ev.log = log_of(h);
-    // SAFETY: `ev` outlives its registration (deleted below).
+    h.arm(Some(coroutine::Armed { withdraw: withdraw_timer, data: &mut ev as *mut ngx_event_t as *mut c_void }));
+    // SAFETY: `ev` outlives its registration (deleted below, or by
+    // `withdraw_timer` if the coroutine overflows and its stack is kept).
     unsafe { ffi::ngx_python_add_timer(&mut ev, ms) };
     let wake = coroutine::suspend();
     unsafe { ffi::ngx_python_del_timer(&mut ev) };
+    h.arm(None);
     wake
+}
+
+/// Takes a sleep's timer off the tree (see `Handle::arm`).
+///
+/// # Safety
+/// `ev` is the `ngx_event_t` of a `sleep` on a stack that is still mapped.
+unsafe fn withdraw_timer(ev: *mut c_void) {
+    // SAFETY: per the contract above; the event is not freed (the stack
+    // it lives on is leaked) and del_timer checks `timer_set`.
+    unsafe { ffi::ngx_python_del_timer(ev as *mut ngx_event_t) };
 }
 
 /// Lets a socket fd that Python owns wait on nginx's event loop, on behalf
