@@ -10,7 +10,9 @@
 FEATURES ?=
 FLAVOUR := $(if $(filter unblock,$(FEATURES)),unblock,sync)
 SYNC := $(if $(filter unblock,$(FEATURES)),0,1)
-BUILD := $(CURDIR)/build/$(FLAVOUR)
+# BUILD_NAME: the directory under build/ (test-pythons uses py3.13-unblock, ...).
+BUILD_NAME ?= $(FLAVOUR)
+BUILD := $(CURDIR)/build/$(BUILD_NAME)
 NGINX := $(BUILD)/objs/nginx
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= python3

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use crate::ffi::{self, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_module_t};
 use crate::executor;
 use crate::runtime::state::Origin;
-use crate::runtime::{errors, interpreter, Handler, PyState};
+use crate::runtime::{errors, interpreter, version, worker_start, Handler, PyState};
 use crate::text;
 
 /// The core module's configuration: one per cycle.
@@ -59,9 +59,24 @@ unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
     }
 }
 
+/// A forked worker (or cache helper) re-arms Python and checks what this
+/// build relies on; if that fails it exits with status 2, which nginx never
+/// respawns (see runtime/worker_start.rs).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t {
-        interpreter::after_fork();
+    // Forked by the master (single-process mode runs in the master itself).
+    let forked = [ffi::NGX_PROCESS_WORKER, ffi::NGX_PROCESS_HELPER].map(|p| p as ffi::ngx_uint_t);
+    let process = ffi::ngx_process;
+    let forked = forked.contains(&process);
+    let started = worker_start::guarded(|| {
+        if forked {
+            interpreter::after_fork()?;
+        }
+        executor::self_check()
+    });
+    if let Err(e) = started {
+        let msg = format!("python: this process cannot run Python {} ({e}); it exits and is not respawned", version::LINKED);
+        ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
+        return ffi::ERROR;
     }
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
     if let Some(size) = conf.as_ref().and_then(|c| c.state.stack_size) {

@@ -17,7 +17,8 @@
 //!   of a connection nginx owns (a stream client) fires; `SUSPENDS` says
 //!   whether this build can wait at all.
 //! - `install(py)`: at interpreter start (unblock: the cooperative
-//!   time/socket functions); `set_stack_size`; `exit_process`.
+//!   time/socket functions); `self_check()` at worker start; `set_stack_size`;
+//!   `exit_process`.
 
 use crate::ffi;
 

@@ -7,6 +7,8 @@
 //! - `set_var`:     evaluating `python_set` variables
 //! - `variables`:   the `r.var` / `s.var` mapping
 //! - `ngx_module`:  the `ngx` Python module of constants
+//! - `version`:     what each CPython version needs (fork, thread states)
+//! - `worker_start`: a worker that cannot start Python exits for good
 
 pub mod convert;
 pub mod errors;
@@ -16,6 +18,8 @@ pub mod ngx_module;
 pub mod set_var;
 pub mod state;
 pub mod variables;
+pub mod version;
+pub mod worker_start;
 
 pub use handler::Handler;
 pub use state::PyState;

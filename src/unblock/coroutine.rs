@@ -71,7 +71,9 @@ thread_local! {
 }
 
 /// Default C stack per suspended handler; see README "python_stack_size".
-pub const DEFAULT_STACK_SIZE: usize = 1024 * 1024;
+/// CPython 3.13 lets C code recurse 10,000 levels (deep repr/json need
+/// about 2 MiB) before RecursionError: its default is 4 MiB.
+pub const DEFAULT_STACK_SIZE: usize = if cfg!(Py_3_13) { 4 } else { 1 } * 1024 * 1024;
 /// Stacks kept for reuse per worker beyond those in use.
 const POOLED_STACKS: usize = 64;
 
