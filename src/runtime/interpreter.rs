@@ -15,11 +15,29 @@ use super::version;
 /// The Python this module was built against (see build.rs).
 const PROGRAM: &str = env!("NGX_PYTHON_EXECUTABLE");
 
-/// Starts the interpreter if it is not running yet. Python's own signal
-/// handlers stay off: nginx owns SIGINT, SIGHUP, SIGTERM, ... The program
-/// name is the interpreter the module was linked for, so the standard
-/// library found is the one matching libpython (PYTHONHOME still wins).
-pub fn ensure_initialized() {
+/// What the interpreter was started as: None before it starts, then
+/// Some(venv directory or None). Master (and `nginx -t`) only.
+static STARTED_AS: std::sync::Mutex<Option<Option<String>>> = std::sync::Mutex::new(None);
+
+/// The `python_venv` the running interpreter was started with: None if it
+/// has not started, Some(None) if it started without one.
+pub fn started_with_venv() -> Option<Option<String>> {
+    STARTED_AS.lock().map(|s| s.clone()).unwrap_or(None)
+}
+
+/// Whether Python runs in this process (a configuration without any python
+/// directive never starts it).
+pub fn is_initialized() -> bool {
+    // SAFETY: reads a flag of the runtime; callable at any time.
+    unsafe { ffi::Py_IsInitialized() != 0 }
+}
+
+/// Starts the interpreter if it is not running yet: as `venv`'s
+/// bin/python (see venv.rs) or as the Python the module was linked for, so
+/// the standard library found is the one matching libpython (PYTHONHOME
+/// still wins). Python's own signal handlers stay off: nginx owns SIGINT,
+/// SIGHUP, SIGTERM, ...
+pub fn ensure_initialized(venv: Option<(&str, &str)>) {
     // SAFETY: nginx parses configuration on one thread; nothing else calls
     // into Python before this returns.
     unsafe {
@@ -31,7 +49,8 @@ pub fn ensure_initialized() {
         ffi::PyConfig_InitPythonConfig(&mut config);
         config.install_signal_handlers = 0;
         config.parse_argv = 0;
-        let program = std::ffi::CString::new(PROGRAM).expect("no NUL in a path");
+        let program = venv.map_or(PROGRAM, |(_, program)| program);
+        let program = std::ffi::CString::new(program).expect("no NUL in a path");
         let mut status = ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, program.as_ptr());
         if ffi::PyStatus_Exception(status) == 0 {
             status = ffi::Py_InitializeFromConfig(&config);
@@ -42,6 +61,9 @@ pub fn ensure_initialized() {
             // stop, as nginx does for a broken configuration.
             ffi::Py_ExitStatusException(status);
         }
+    }
+    if let Ok(mut s) = STARTED_AS.lock() {
+        *s = Some(venv.map(|(dir, _)| dir.to_string()));
     }
     pyo3::Python::attach(|py| {
         if let Err(e) = crate::executor::install(py) {
