@@ -2,6 +2,7 @@
 #   make module [FEATURES=unblock]   build nginx with this module into build/<flavour>/
 #   make run                         build, then serve examples/ on 127.0.0.1:8000
 #   make test                        build both flavours, cargo test, the Python suite
+#   make test-pythons [PYTHONS=...]  the suite on every CPython 3.9+ found (pyenv, /usr/bin), both builds
 #   make bench                       throughput/memory figures, side by side
 #
 # NGINX_SRC=/path overrides the nginx source (default: the pinned nginx-src crate).
@@ -20,7 +21,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module debian-module run test test-sync test-unblock cargo-test bench deps clean
+.PHONY: module debian-module run test test-sync test-unblock test-pythons cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -74,6 +75,13 @@ test-unblock:
 
 # Both flavours; the suite's last line is "N passed, N failed, N skipped".
 test: deps cargo-test test-sync test-unblock
+
+# The whole suite against each CPython (see tools/test-pythons): every 3.9+
+# under pyenv plus /usr/bin/python3, or PYTHONS="3.9 3.13 /path/python3"
+# (also the words oldest/newest); FLAVOURS="sync unblock". Builds go to
+# build/py<version>-<flavour>; the summary table to build/test-pythons.txt.
+test-pythons: deps
+	$(PYTHON) tools/test-pythons
 
 bench: module
 	$(PYTHON) tools/bench.py $(NGINX)
