@@ -3,6 +3,7 @@
 #   make run                         build, then serve examples/ on 127.0.0.1:8000
 #   make test                        build both flavours, cargo test, the Python suite
 #   make test-asan                   both flavours under AddressSanitizer, memory-sensitive tests
+#   make test-pythons [PYTHONS=...]  the suite on every CPython 3.9+ found (pyenv, /usr/bin), both builds
 #   make bench                       Python vs Lua vs njs in Debian's nginx (tools/bench.py)
 #   make deb [FEATURES=unblock]      a .deb for Debian's nginx (tools/mkdeb)
 #
@@ -17,7 +18,9 @@ FLAVOUR := $(if $(filter unblock,$(FEATURES)),unblock,sync)$(if $(SANITIZE),-asa
 SAN_CC := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer)
 SAN_LD := $(if $(SANITIZE),--with-ld-opt=-fsanitize=$(SANITIZE))
 SYNC := $(if $(filter unblock,$(FEATURES)),0,1)
-BUILD := $(CURDIR)/build/$(FLAVOUR)
+# BUILD_NAME: the directory under build/ (test-pythons uses py3.13-unblock, ...).
+BUILD_NAME ?= $(FLAVOUR)
+BUILD := $(CURDIR)/build/$(BUILD_NAME)
 NGINX := $(BUILD)/objs/nginx
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= python3
@@ -25,7 +28,7 @@ NGINX_CONFIGURE_ARGS ?=
 # cargo builds into build/<flavour>/objs/nginx-python (one target dir per
 # flavour: the two features produce the same library file name).
 
-.PHONY: module debian-module deb test-deb run test test-deps test-sync test-unblock test-asan test-asan-unblock test-asan-sync cargo-test bench deps clean
+.PHONY: module debian-module deb test-deb run test test-deps test-sync test-unblock test-pythons test-asan test-asan-unblock test-asan-sync cargo-test bench deps clean
 
 module: deps $(BUILD)/objs/Makefile
 	@echo "==> building nginx ($(FLAVOUR)) with nginx-python"
@@ -142,6 +145,13 @@ bench:
 	$(MAKE) debian-module
 	$(MAKE) debian-module FEATURES=unblock
 	$(PYTHON) tools/bench.py $(BENCH_ARGS)
+
+# The whole suite against each CPython (see tools/test-pythons): every 3.9+
+# under pyenv plus /usr/bin/python3, or PYTHONS="3.9 3.13 /path/python3"
+# (also the words oldest/newest); FLAVOURS="sync unblock". Builds go to
+# build/py<version>-<flavour>; the summary table to build/test-pythons.txt.
+test-pythons: deps
+	$(PYTHON) tools/test-pythons
 
 clean:
 	rm -rf build target

@@ -18,6 +18,9 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(ngx_stream)");
 
     embedded_python();
+    // Py_3_9 .. Py_3_14, Py_GIL_DISABLED, py_sys_config="Py_DEBUG": the
+    // interpreter pyo3 links (see runtime/version.rs for what each changes).
+    pyo3_build_config::use_pyo3_cfgs();
 
     let (objs, src) = match (env::var_os("NGX_OBJS"), env::var_os("NGX_SRC")) {
         (Some(o), Some(s)) => (PathBuf::from(o), PathBuf::from(s)),

@@ -11,24 +11,35 @@ use pyo3::prelude::*;
 use crate::ffi::{self, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_int_t, ngx_module_t};
 use crate::executor;
 use crate::runtime::state::Origin;
-use crate::runtime::{errors, interpreter, Handler, PyState};
+use crate::runtime::{errors, interpreter, sys_path as python_path, venv, version, worker_start, Handler, PyState};
 use crate::text;
 
 /// The core module's configuration: one per cycle.
 pub struct CoreConf {
-    pub state: PyState,
+    /// Made at the configuration's first directive that runs Python (which
+    /// starts the interpreter if this is the first configuration).
+    state: Option<PyState>,
+    conf_prefix: String,
+    /// `python_stack_size` (unblock builds); None until set.
+    stack_size: Option<usize>,
+    /// `python_path` entries, in order (absolute).
+    paths: Vec<String>,
+    /// `python_venv` (canonical), if given.
+    venv: Option<String>,
     /// `python_shared_dict` zones of this configuration (http and stream).
     pub shared: Vec<*mut crate::shared::Zone>,
     /// `python_init_worker`, in order.
-    pub init_worker: Vec<Handler>,
+    init_worker: Vec<Handler>,
 }
 
 const MAIN: u32 = ffi::NGX_MAIN_CONF | ffi::NGX_DIRECT_CONF | ffi::NGX_CONF_TAKE1;
 
-static mut COMMANDS: [ngx_command_t; 5] = [
+static mut COMMANDS: [ngx_command_t; 7] = [
     ffi::command(b"python\0", MAIN, python, 0),
     ffi::command(b"python_include\0", MAIN, python_include, 0),
     ffi::command(b"python_stack_size\0", MAIN, python_stack_size, 0),
+    ffi::command(b"python_venv\0", MAIN, python_venv, 0),
+    ffi::command(b"python_path\0", MAIN, python_path, 0),
     ffi::command(b"python_init_worker\0", MAIN, python_init_worker, 0),
     ffi::command_end(),
 ];
@@ -48,29 +59,46 @@ pub static mut ngx_python_module: ngx_module_t = ffi::module(
     Some(exit_process),
 );
 
-/// Starts Python (first configuration only) and makes this cycle's state.
+/// This cycle's configuration; Python is not started yet (`python_venv`
+/// may still say how).
 unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
-    interpreter::ensure_initialized();
-    let prefix = String::from_utf8_lossy(ffi::bytes(&(*cycle).conf_prefix)).into_owned();
-    let state = Python::attach(|py| {
-        PyState::new(py, &prefix).map_err(|e| {
-            let msg = format!("python: cannot create the namespace: {}", errors::format_exception(py, &e));
-            ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
-        })
-    });
-    match state {
-        Ok(state) => ffi::pool_box((*cycle).pool, CoreConf { state, shared: Vec::new(), init_worker: Vec::new() })
-            .map_or(ptr::null_mut(), |p| p as *mut c_void),
-        Err(()) => ptr::null_mut(),
-    }
+    let conf_prefix = String::from_utf8_lossy(ffi::bytes(&(*cycle).conf_prefix)).into_owned();
+    let conf = CoreConf {
+        state: None,
+        conf_prefix,
+        stack_size: None,
+        paths: Vec::new(),
+        venv: None,
+        shared: Vec::new(),
+        init_worker: Vec::new(),
+    };
+    ffi::pool_box((*cycle).pool, conf).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
+/// A forked worker (or cache helper) re-arms Python and checks what this
+/// build relies on; if that fails it exits with status 2, which nginx never
+/// respawns (see runtime/worker_start.rs).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t {
-        interpreter::after_fork();
+    // Forked by the master (single-process mode runs in the master itself).
+    let forked = [ffi::NGX_PROCESS_WORKER, ffi::NGX_PROCESS_HELPER].map(|p| p as ffi::ngx_uint_t);
+    let process = ffi::ngx_process;
+    let forked = forked.contains(&process);
+    if !interpreter::is_initialized() {
+        return ffi::OK; // no python directive: nothing to do
+    }
+    let started = worker_start::guarded(|| {
+        if forked {
+            interpreter::after_fork()?;
+        }
+        executor::self_check()
+    });
+    if let Err(e) = started {
+        let msg = format!("python: this process cannot run Python {} ({e}); it exits and is not respawned", version::LINKED);
+        ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
+        return ffi::ERROR;
     }
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
-    if let Some(size) = conf.as_ref().and_then(|c| c.state.stack_size) {
+    if let Some(size) = conf.as_ref().and_then(|c| c.stack_size) {
         executor::set_stack_size(size);
     }
     ffi::OK
@@ -99,7 +127,7 @@ pub unsafe extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let worker = ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
         || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t;
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
-    if !worker || conf.is_null() {
+    if !worker || conf.is_null() || !interpreter::is_initialized() {
         return ffi::OK;
     }
     WORKER_STARTED.set(true);
@@ -144,12 +172,35 @@ unsafe extern "C" fn python_init_worker(cf: *mut ngx_conf_t, _cmd: *mut ngx_comm
     }
 }
 
-/// This configuration's Python state, from any directive handler.
+/// This configuration's Python state, from any directive handler: at the
+/// first call, starts Python (first configuration) and makes the namespace;
+/// None after logging the `[emerg]`.
 ///
 /// # Safety
 /// `cf` must be the live configuration being parsed.
-pub unsafe fn state<'a>(cf: *mut ngx_conf_t) -> &'a mut PyState {
-    &mut conf(cf).state
+pub unsafe fn state<'a>(cf: *mut ngx_conf_t) -> Option<&'a mut PyState> {
+    let conf = conf(cf);
+    if conf.state.is_none() {
+        if let Some(running) = interpreter::started_with_venv().filter(|r| *r != conf.venv) {
+            ffi::conf_error(cf, venv_change_error(&running).as_bytes());
+            return None;
+        }
+        interpreter::ensure_initialized(None);
+        let made = Python::attach(|py| {
+            // The previous configuration's python_path entries go.
+            python_path::forget(py)?;
+            PyState::new(py, &conf.conf_prefix)
+        });
+        match made {
+            Ok(state) => conf.state = Some(state),
+            Err(e) => {
+                let msg = Python::attach(|py| errors::format_exception(py, &e));
+                ffi::conf_error(cf, format!("python: cannot create the namespace: {msg}").as_bytes());
+                return None;
+            }
+        }
+    }
+    conf.state.as_mut()
 }
 
 /// Directive argument `i` as text (nginx.conf is read as bytes).
@@ -165,7 +216,8 @@ pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _
     let code = arg(cf, 1);
     let (file, end_line) = ffi::conf_position(cf);
     let origin = Origin { file: &file, end_line };
-    Python::attach(|py| match state(cf).exec(py, &code, &origin) {
+    let Some(state) = state(cf) else { return ffi::CONF_ERROR };
+    Python::attach(|py| match state.exec(py, &code, &origin) {
         Ok(()) => ptr::null_mut(),
         Err(e) => {
             errors::conf_exception(py, cf, "python", &e);
@@ -185,6 +237,7 @@ pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_comm
         return ffi::CONF_ERROR;
     }
     let path = String::from_utf8_lossy(ffi::bytes(&name)).into_owned();
+    let Some(state) = state(cf) else { return ffi::CONF_ERROR };
     Python::attach(|py| {
         let files: Vec<String> = if path.contains(['*', '?', '[']) {
             let found = py
@@ -216,13 +269,90 @@ pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_comm
             // its last line.
             let end_line = code.matches('\n').count() + 1;
             let origin = Origin { file: &file, end_line };
-            if let Err(e) = state(cf).exec(py, &code, &origin) {
+            if let Err(e) = state.exec(py, &code, &origin) {
                 errors::conf_exception(py, cf, &format!("python_include \"{file}\""), &e);
                 return ffi::CONF_ERROR;
             }
         }
         ptr::null_mut()
     })
+}
+
+/// An absolute path for directive argument 1 (relative to the conf prefix).
+unsafe fn full_path_arg(cf: *mut ngx_conf_t) -> Option<String> {
+    let mut name = ffi::conf_args(cf)[1];
+    if ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ffi::OK {
+        return None;
+    }
+    Some(String::from_utf8_lossy(ffi::bytes(&name)).trim_end_matches('/').to_string())
+}
+
+/// `python_venv DIR`: Python starts as DIR/bin/python would (see
+/// runtime/venv.rs). The interpreter starts once, with the first
+/// configuration: so this must come before any other python directive, and
+/// a reload cannot change it (the reload fails; restart nginx).
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
+pub unsafe extern "C" fn python_venv(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
+    let dir = std::fs::canonicalize(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or(dir);
+    let fail = |msg: String| {
+        ffi::conf_error(cf, format!("python_venv \"{dir}\": {msg}").as_bytes());
+        ffi::CONF_ERROR
+    };
+    if conf(cf).state.is_some() {
+        return fail("must come before the other python directives (Python has started)".into());
+    }
+    match interpreter::started_with_venv() {
+        Some(Some(running)) if running == dir => {
+            conf(cf).venv = Some(dir);
+            return ptr::null_mut();
+        }
+        Some(running) => return fail(venv_change_error(&running)),
+        None => {}
+    }
+    let program = match venv::program(&dir) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    interpreter::ensure_initialized(Some((&dir, &program)));
+    conf(cf).venv = Some(dir.clone());
+    // site sets sys.prefix to the venv; anything else means it was not used.
+    let prefix = Python::attach(|py| py.import("sys")?.getattr("prefix")?.extract::<String>());
+    match prefix {
+        Ok(p) if std::fs::canonicalize(&p).map(|p| p.to_string_lossy() == dir).unwrap_or(false) => ptr::null_mut(),
+        Ok(p) => fail(format!("Python started with sys.prefix \"{p}\", not the venv (is PYTHONHOME set?)")),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+fn venv_change_error(running: &Option<String>) -> String {
+    let was = running.as_ref().map_or("without python_venv".to_string(), |v| format!("with python_venv \"{v}\""));
+    format!("Python was started {was} and runs until nginx exits: a reload cannot change python_venv; restart nginx")
+}
+
+/// `python_path DIR` (repeatable): DIR (relative to the conf prefix) goes
+/// in front of sys.path, after the earlier `python_path`s.
+///
+/// # Safety
+/// Called by nginx for the directive, with the live configuration `cf`.
+pub unsafe extern "C" fn python_path(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
+    if state(cf).is_none() {
+        return ffi::CONF_ERROR;
+    }
+    let conf = conf(cf);
+    match Python::attach(|py| python_path::add(py, conf.paths.len(), &dir)) {
+        Ok(()) => {
+            conf.paths.push(dir);
+            ptr::null_mut()
+        }
+        Err(e) => {
+            Python::attach(|py| errors::conf_exception(py, cf, "python_path", &e));
+            ffi::CONF_ERROR
+        }
+    }
 }
 
 /// `python_stack_size SIZE`: one value for the configuration (unblock builds
@@ -232,7 +362,7 @@ pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_comm
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_stack_size(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let value = arg(cf, 1);
-    let state = state(cf);
+    let state = conf(cf);
     if state.stack_size.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;
     }
@@ -275,7 +405,8 @@ pub unsafe fn compile_arg(cf: *mut ngx_conf_t, i: usize, param: &str) -> Option<
     let expr = arg(cf, i);
     let (file, end_line) = ffi::conf_position(cf);
     let origin = Origin { file: &file, end_line };
-    Python::attach(|py| match state(cf).compile_handler(py, &expr, &origin, param, &directive) {
+    let state = state(cf)?;
+    Python::attach(|py| match state.compile_handler(py, &expr, &origin, param, &directive) {
         Ok(h) => Some(h),
         Err(e) => {
             errors::conf_exception(py, cf, &directive, &e);

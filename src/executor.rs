@@ -17,10 +17,10 @@
 //!   of a connection nginx owns (a stream client) fires; `SUSPENDS` says
 //!   whether this build can wait at all.
 //! - `install(py)`: at interpreter start (unblock: the cooperative
-//!   time/socket functions); `set_stack_size`; `exit_process`;
-//!   `exiting_process()`: the worker's final exit is under way (a handler
-//!   finishing then ends its request instead of going on; during a
-//!   graceful quit in-flight work goes on).
+//!   time/socket functions); `self_check()` at worker start; `set_stack_size`;
+//!   `exit_process`; `exiting_process()`: the worker's final exit is under
+//!   way (a handler finishing then ends its request instead of going on;
+//!   during a graceful quit in-flight work goes on).
 
 use crate::ffi;
 

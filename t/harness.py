@@ -173,8 +173,7 @@ class NginxTestCase(unittest.TestCase):
 
     # set by a test that expects [emerg] in the error.log of its nginx
     allow_emerg = False
-    # a regex: error.log lines it matches are expected even if [alert]/[crit]
-    # (a test that kills a worker on purpose)
+    # set by a test that expects some [alert] lines: a regex they match
     allow_log = None
 
     # ---- configuration ---------------------------------------------------
@@ -558,8 +557,8 @@ class NginxTestCase(unittest.TestCase):
                       % (STOP_TIMEOUT, log))
         if started and not getattr(self, '_start_failed', False):
             bad = [l for l in log.splitlines()
-                   if (BAD_LOG.search(l) and not (self.allow_log and re.search(self.allow_log, l)))
-                   or (not self.allow_emerg and EMERG_LOG.search(l))]
+                   if (BAD_LOG.search(l) or (not self.allow_emerg and EMERG_LOG.search(l)))
+                   and not (self.allow_log and re.search(self.allow_log, l))]
             if bad:
                 self.fail('error.log has unexpected entries:\n%s\n--- full log ---\n%s'
                           % ('\n'.join(bad), log))

@@ -3,6 +3,7 @@ documented response, and a worker that keeps serving."""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -101,7 +102,12 @@ class RunTimeErrors(harness.NginxTestCase):
             python_include app.py;
             python_set $failing "divide(r)";
         ''', files={'app.py': APP})
+        # nginx listens before it forks the worker: wait for it to exist
+        deadline = time.monotonic() + 5
         self.workers = self.worker_pids()
+        while not self.workers and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.workers = self.worker_pids()
 
     def assertStillServing(self):
         """The same worker answers the next request."""

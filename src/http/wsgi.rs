@@ -48,10 +48,11 @@ pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command
     let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
     let script = script_name(clcf);
     let conf_id = (*cf).cycle as usize;
+    let Some(state) = core_module::state(cf) else { return ffi::CONF_ERROR };
     let handler = Python::attach(|py| {
         let made = wsgi_module(py).and_then(|m| m.call_method1("handler", (&spec, &script, conf_id)));
         match made {
-            Ok(f) => Some(core_module::state(cf).keep(&f)),
+            Ok(f) => Some(state.keep(&f)),
             Err(e) => {
                 errors::conf_exception(py, cf, &format!("python_wsgi \"{spec}\""), &e);
                 None

@@ -4,9 +4,13 @@
 //! - `handler`:     compiling a directive's EXPR, calling it
 //! - `convert`:     bytes <-> str across the boundary (surrogateescape)
 //! - `errors`:      tracebacks into nginx's error log
+//! - `sys_path`:    `python_path` entries in sys.path, per configuration
 //! - `set_var`:     evaluating `python_set` variables
 //! - `variables`:   the `r.var` / `s.var` mapping
 //! - `ngx_module`:  the `ngx` Python module of constants
+//! - `venv`:        `python_venv`: checking a venv, the program to start as
+//! - `version`:     what each CPython version needs (fork, thread states)
+//! - `worker_start`: a worker that cannot start Python exits for good
 
 pub mod convert;
 pub mod errors;
@@ -15,7 +19,11 @@ pub mod interpreter;
 pub mod ngx_module;
 pub mod set_var;
 pub mod state;
+pub mod sys_path;
 pub mod variables;
+pub mod venv;
+pub mod version;
+pub mod worker_start;
 
 pub use handler::Handler;
 pub use state::PyState;

@@ -18,8 +18,6 @@ use crate::text::first_line;
 pub struct PyState {
     namespace: Option<Py<PyDict>>,
     handlers: Vec<Py<PyAny>>,
-    /// `python_stack_size` (unblock builds); None until set.
-    pub stack_size: Option<usize>,
 }
 
 /// Where a piece of configuration code came from, for tracebacks.
@@ -51,7 +49,7 @@ impl PyState {
         if !prefix.is_empty() && !path.contains(prefix)? {
             path.insert(0, prefix)?;
         }
-        Ok(PyState { namespace: Some(ns.unbind()), handlers: Vec::new(), stack_size: None })
+        Ok(PyState { namespace: Some(ns.unbind()), handlers: Vec::new() })
     }
 
     fn namespace<'py>(&self, py: Python<'py>) -> &Bound<'py, PyDict> {

@@ -54,6 +54,12 @@ pub fn install(_py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Nothing version-specific to check: handlers run on nginx's stack in the
+/// worker's own thread state.
+pub fn self_check() -> Result<(), String> {
+    Ok(())
+}
+
 pub fn set_stack_size(_size: usize) {}
 
 pub fn exit_process() {}

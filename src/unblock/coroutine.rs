@@ -122,7 +122,9 @@ fn live_list() -> Vec<(usize, u64)> {
 }
 
 /// Default C stack per suspended handler; see README "python_stack_size".
-pub const DEFAULT_STACK_SIZE: usize = 1024 * 1024;
+/// CPython 3.13 lets C code recurse 10,000 levels (deep repr/json need
+/// about 2 MiB) before RecursionError: its default is 4 MiB.
+pub const DEFAULT_STACK_SIZE: usize = if cfg!(Py_3_13) { 4 } else { 1 } * 1024 * 1024;
 /// Stacks kept for reuse per worker beyond those in use.
 const POOLED_STACKS: usize = 64;
 

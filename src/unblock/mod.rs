@@ -99,6 +99,12 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// At worker start: the thread-state switching this build relies on works
+/// with the linked Python (see tstate.rs); Err refuses the worker.
+pub fn self_check() -> Result<(), String> {
+    tstate::self_check()
+}
+
 pub fn set_stack_size(size: usize) {
     coroutine::set_stack_size(size);
 }

@@ -1,75 +1,121 @@
 //! One `PyThreadState` per coroutine.
 //!
-//! Each suspended handler keeps its own Python frame stack, exception state,
-//! recursion depth and contextvars in its own thread state; the executor
-//! swaps it in (`PyThreadState_Swap`) around each resume.
+//! Each suspended handler keeps its own Python frame stack (and, from 3.11,
+//! its own frame data stack), exception state, recursion depth and
+//! contextvars in its own thread state; the executor swaps it in
+//! (`PyThreadState_Swap`) around each resume.
 //!
-//! The trap: `PyGILState_Ensure()` (called by C extensions such as sqlite3
-//! for user functions and by ctypes callbacks) looks up "this thread's"
-//! state in a thread-specific-storage key that `PyThreadState_Swap` does not
-//! update. Inside a coroutine it would find the worker's original state,
-//! conclude the GIL is not held, and wait for it forever. So the executor
-//! also re-points that key at the coroutine's state while it runs.
-//! CPython does not export the key; it is found once per process by looking
-//! for the pthread key whose value is the current thread state, and used
-//! only after checking that `PyGILState_GetThisThreadState()` follows it.
+//! The gilstate key: `PyGILState_Ensure()` (called by C extensions such as
+//! sqlite3 for user functions, by ctypes callbacks, by pyo3) looks up "this
+//! thread's" state in a thread-specific-storage key. Inside a coroutine
+//! that key must name the coroutine's state, or Ensure concludes the GIL
+//! is not held and waits for it forever. Per version (runtime/version.rs):
+//! - 3.12, 3.13: `PyThreadState_Swap` binds the key to the state it makes
+//!   current; a swap is all it takes.
+//! - 3.9 to 3.11: the swap leaves the key alone, so the executor re-points
+//!   it, before the swap (a debug build's swap checks the key against the
+//!   new state). CPython keeps the key in a private struct member
+//!   (`_PyRuntime.gilstate.autoTSSkey`), re-created by
+//!   `PyOS_AfterFork_Child`; this module locates it once per worker, after
+//!   the fork, as the pthread key holding the worker's state that
+//!   `PyGILState_GetThisThreadState()` follows, and `self_check` refuses
+//!   the worker if there is none.
+//!
+//! Recycling: a finished coroutine's state goes back to a pool (a new one
+//! costs an mmap'ed data stack) after `isolated` reset what a handler can
+//! leave in it: thread-locals, trace/profile functions, async-generator
+//! hooks, coroutine origin tracking. From 3.13 `threading.local` data hangs
+//! off the state's own key, which only `PyThreadState_Clear` drops: there
+//! the states are not pooled.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use pyo3::ffi;
+
+use crate::runtime::version;
 
 /// glibc's PTHREAD_KEYS_MAX (not in the libc crate).
 const PTHREAD_KEYS_MAX: libc::pthread_key_t = 1024;
 
 thread_local! {
-    /// The pthread key behind CPython's autoTSSkey; None if not found.
-    static AUTO_TSS_KEY: Cell<Option<Option<libc::pthread_key_t>>> = const { Cell::new(None) };
+    /// 3.9-3.11: the pthread key behind CPython's gilstate key (located by
+    /// `self_check` at worker start; None before, or where not needed).
+    static GILSTATE_KEY: Cell<Option<libc::pthread_key_t>> = const { Cell::new(None) };
+    /// Thread states of finished coroutines, kept for reuse (up to 3.12).
+    static POOL: RefCell<Vec<ThreadState>> = const { RefCell::new(Vec::new()) };
 }
+const POOLED: usize = if version::THREAD_LOCALS_IN_TSTATE { 0 } else { 256 };
 
-/// Finds (once) the key CPython's `PyGILState_*` use for this thread.
-fn auto_tss_key() -> Option<libc::pthread_key_t> {
-    if let Some(k) = AUTO_TSS_KEY.get() {
-        return k;
+/// 3.9-3.11: the pthread key whose value is the worker's thread state and
+/// that `PyGILState_GetThisThreadState()` follows (checked by pointing it
+/// at a probe state and back).
+///
+/// # Safety
+/// GIL held on the worker's only thread, outside any coroutine.
+unsafe fn locate_gilstate_key() -> Option<libc::pthread_key_t> {
+    let main = ffi::PyGILState_GetThisThreadState();
+    if main.is_null() || main != ffi::PyThreadState_Get() {
+        return None;
     }
-    // SAFETY: GIL held on the worker's only thread; the probe state is
-    // created and deleted here, and the key is restored before returning.
-    let found = unsafe {
-        let main = ffi::PyGILState_GetThisThreadState();
-        let mut found = None;
-        if !main.is_null() {
-            let probe = ffi::PyThreadState_New(ffi::PyInterpreterState_Get());
-            for k in 0..PTHREAD_KEYS_MAX {
-                if libc::pthread_getspecific(k) as *mut ffi::PyThreadState != main {
-                    continue;
-                }
-                libc::pthread_setspecific(k, probe as *const libc::c_void);
-                let follows = ffi::PyGILState_GetThisThreadState() == probe;
-                libc::pthread_setspecific(k, main as *const libc::c_void);
-                if follows {
-                    found = Some(k);
-                    break;
-                }
-            }
-            ffi::PyThreadState_Clear(probe);
-            ffi::PyThreadState_Delete(probe);
+    let probe = ffi::PyThreadState_New(ffi::PyInterpreterState_Get());
+    let mut found = None;
+    for k in 0..PTHREAD_KEYS_MAX {
+        if libc::pthread_getspecific(k) as *mut ffi::PyThreadState != main {
+            continue;
         }
-        found
-    };
-    AUTO_TSS_KEY.set(Some(found));
+        libc::pthread_setspecific(k, probe as *const libc::c_void);
+        let follows = ffi::PyGILState_GetThisThreadState() == probe;
+        libc::pthread_setspecific(k, main as *const libc::c_void);
+        if follows {
+            found = Some(k);
+            break;
+        }
+    }
+    ffi::PyThreadState_Clear(probe);
+    ffi::PyThreadState_Delete(probe);
     found
 }
 
-/// Whether C extensions may call `PyGILState_Ensure` inside handlers.
-pub fn gilstate_supported() -> bool {
-    auto_tss_key().is_some()
+/// At worker start (after fork): checks that switching to a coroutine's
+/// thread state makes it current for the eval loop and for `PyGILState_*`
+/// exactly as this version's mechanism says, and back. Err: the worker
+/// must not run handlers as coroutines with this Python.
+pub fn self_check() -> Result<(), String> {
+    // SAFETY: GIL held on the worker's only thread; no coroutine runs yet;
+    // the probe state is created, made current, restored and deleted here.
+    unsafe {
+        if !version::SWAP_BINDS_GILSTATE {
+            match locate_gilstate_key() {
+                Some(k) => GILSTATE_KEY.set(Some(k)),
+                None => return Err("CPython's gilstate key was not found among the thread's pthread keys".into()),
+            }
+        }
+        let main = ffi::PyThreadState_Get();
+        let probe = ThreadState::fresh();
+        let prev = probe.enter();
+        let inside = (ffi::PyThreadState_Get(), ffi::PyGILState_GetThisThreadState(), ffi::PyGILState_Check());
+        restore(prev);
+        let after = (ffi::PyThreadState_Get(), ffi::PyGILState_GetThisThreadState());
+        let ok = prev == main && inside == (probe.0, probe.0, 1) && after == (main, main);
+        drop(probe);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "switching thread states does not behave as expected of Python {} \
+                 (current/gilstate/held inside a coroutine: {:?}, expected the coroutine's state)",
+                version::LINKED,
+                inside
+            ))
+        }
+    }
 }
 
-thread_local! {
-    /// Thread states of finished coroutines, kept for reuse: a new one costs
-    /// an mmap'ed frame stack that `PyThreadState_Delete` unmaps again.
-    static POOL: std::cell::RefCell<Vec<ThreadState>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Whether C extensions may call `PyGILState_Ensure` inside handlers: the
+/// key is bound by the swap (3.12+) or was located at worker start.
+pub fn gilstate_supported() -> bool {
+    version::SWAP_BINDS_GILSTATE || GILSTATE_KEY.get().is_some()
 }
-const POOLED: usize = 256;
 
 /// A coroutine's own thread state, taken from the per-worker pool (or
 /// created) when the coroutine starts and given back when it is done.
@@ -77,10 +123,10 @@ pub struct ThreadState(*mut ffi::PyThreadState);
 
 impl ThreadState {
     pub fn new() -> ThreadState {
-        auto_tss_key();
-        if let Some(ts) = POOL.with_borrow_mut(|p| p.pop()) {
-            return ts;
-        }
+        POOL.with_borrow_mut(|p| p.pop()).unwrap_or_else(ThreadState::fresh)
+    }
+
+    fn fresh() -> ThreadState {
         // SAFETY: GIL held; the interpreter is the one running.
         ThreadState(unsafe { ffi::PyThreadState_New(ffi::PyInterpreterState_Get()) })
     }
@@ -111,7 +157,8 @@ impl ThreadState {
 
 /// Runs a handler's task in the current (coroutine) thread state so that it
 /// leaves nothing behind for the next task using the same state: a fresh
-/// contextvars context, and its threading.local data cleared afterwards.
+/// contextvars context; afterwards its thread-local data, trace and profile
+/// functions, async-generator hooks and coroutine origin tracking reset.
 pub fn isolated(task: impl FnOnce()) {
     // SAFETY: GIL held; runs on the coroutine whose state is current.
     unsafe {
@@ -128,7 +175,17 @@ pub fn isolated(task: impl FnOnce()) {
         if !dict.is_null() {
             ffi::PyDict_Clear(dict);
         }
+        ffi::PyEval_SetTrace(None, std::ptr::null_mut());
+        ffi::PyEval_SetProfile(None, std::ptr::null_mut());
         ffi::PyErr_Clear();
+    }
+    // SAFETY: the GIL is held by the coroutine's (current) state; no
+    // PyGILState_Ensure here, the handler's task has returned.
+    let py = unsafe { pyo3::Python::assume_attached() };
+    if let Ok(sys) = py.import("sys") {
+        use pyo3::types::PyAnyMethods;
+        let _ = sys.call_method1("set_asyncgen_hooks", (py.None(), py.None()));
+        let _ = sys.call_method1("set_coroutine_origin_tracking_depth", (0,));
     }
 }
 
@@ -138,12 +195,15 @@ pub fn restore(prev: *mut ffi::PyThreadState) {
     unsafe { switch_to(prev) };
 }
 
+/// # Safety
+/// GIL held; `ts` is a live state of this thread's interpreter.
 unsafe fn switch_to(ts: *mut ffi::PyThreadState) -> *mut ffi::PyThreadState {
-    let prev = ffi::PyThreadState_Swap(ts);
-    if let Some(k) = auto_tss_key() {
-        libc::pthread_setspecific(k, ts as *const libc::c_void);
+    if !version::SWAP_BINDS_GILSTATE {
+        if let Some(k) = GILSTATE_KEY.get() {
+            libc::pthread_setspecific(k, ts as *const libc::c_void);
+        }
     }
-    prev
+    ffi::PyThreadState_Swap(ts)
 }
 
 impl Drop for ThreadState {
