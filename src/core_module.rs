@@ -60,6 +60,7 @@ unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
 }
 
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    crate::runtime::gil::event_thread_started();
     if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t {
         interpreter::after_fork();
     }

@@ -7,9 +7,11 @@
 //! - `set_var`:     evaluating `python_set` variables
 //! - `variables`:   the `r.var` / `s.var` mapping
 //! - `ngx_module`:  the `ngx` Python module of constants
+//! - `gil`:         Python threads run while the worker waits for events
 
 pub mod convert;
 pub mod errors;
+pub mod gil;
 pub mod handler;
 pub mod interpreter;
 pub mod ngx_module;

@@ -6,6 +6,7 @@
 
 mod coroutine;
 mod guard;
+mod park;
 mod pymodule;
 mod resolver;
 mod tstate;
@@ -94,7 +95,17 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     let module = PyModule::from_code(py, &code, c"nginx-python/cooperative.py", c"_ngx_cooperative")?;
     sys_modules.set_item("_ngx_cooperative", &module)?;
     module.call_method0("install")?;
+    embedded(py, include_str!("locks.py"), c"nginx-python/locks.py", c"_ngx_locks")?;
     py.import("ngx")?.setattr("Cancelled", native.getattr("Cancelled")?)?;
+    Ok(())
+}
+
+/// Runs an embedded module of the cooperative layer and its `install()`.
+fn embedded(py: Python<'_>, source: &str, file: &std::ffi::CStr, name: &std::ffi::CStr) -> PyResult<()> {
+    let code = std::ffi::CString::new(source).expect("no NUL in embedded Python");
+    let module = PyModule::from_code(py, &code, file, name)?;
+    py.import("sys")?.getattr("modules")?.set_item(name.to_str().expect("ASCII name"), &module)?;
+    module.call_method0("install")?;
     Ok(())
 }
 

@@ -141,5 +141,6 @@ pub fn _ngx_unblock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Waiter>()?;
     m.add("Cancelled", m.py().get_type::<Cancelled>())?;
     super::resolver::register(m)?;
+    super::park::register(m)?;
     Ok(())
 }
