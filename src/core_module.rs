@@ -64,6 +64,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t {
         interpreter::after_fork();
     }
+    if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
+        || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t
+    {
+        crate::runtime::children::keep_from_nginx();
+    }
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
     if let Some(size) = conf.as_ref().and_then(|c| c.state.stack_size) {
         executor::set_stack_size(size);

@@ -7,8 +7,10 @@
 //! - `set_var`:     evaluating `python_set` variables
 //! - `variables`:   the `r.var` / `s.var` mapping
 //! - `ngx_module`:  the `ngx` Python module of constants
+//! - `children`:    workers leave their children's exit status to Python
 //! - `gil`:         Python threads run while the worker waits for events
 
+pub mod children;
 pub mod convert;
 pub mod errors;
 pub mod gil;
