@@ -30,6 +30,13 @@ def killed(r):
     p.kill()
     r.send(str(p.wait()), ngx.SEND_LAST)
 
+def exited_before_wait(r):
+    # the children end while the worker does something else (nginx's SIGCHLD
+    # handler used to reap them: returncode 0, "unknown process" logged)
+    ps = [subprocess.Popen(['sh', '-c', cmd]) for cmd in ('exit 0', 'exit 3', 'kill -9 $$')]
+    time.sleep(0.3)
+    r.send(' '.join(str(p.wait()) for p in ps), ngx.SEND_LAST)
+
 def many(r):
     codes = [subprocess.run(['sh', '-c', 'exit %d' % (i % 5)]).returncode for i in range(int(r.arg['n']))]
     r.send(','.join(map(str, codes)), ngx.SEND_LAST)
@@ -72,6 +79,7 @@ server {
     location /fast { return 200 "fast"; }
     location /run { python_content "run(r)"; }
     location /killed { python_content "killed(r)"; }
+    location /exited-before-wait { python_content "exited_before_wait(r)"; }
     location /many { python_content "many(r)"; }
     location /output { python_content "output(r)"; }
     location /check-output { python_content "check_output(r)"; }
@@ -101,6 +109,7 @@ class Subprocess(harness.NginxTestCase):
             for t in ('0', '0.1'):
                 self.assertEqual(self.get_body('/run?code=%s&t=%s' % (code, t)), code)
         self.assertEqual(self.get_body('/killed'), '-9')
+        self.assertEqual(self.get_body('/exited-before-wait'), '0 3 -9')
         self.assertNotIn('unknown process', self.error_log())
 
     def test_many_in_a_row(self):

@@ -9,6 +9,7 @@ mod guard;
 mod park;
 mod pymodule;
 mod resolver;
+mod reverse;
 mod tstate;
 mod wait;
 
@@ -96,6 +97,7 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     sys_modules.set_item("_ngx_cooperative", &module)?;
     module.call_method0("install")?;
     embedded(py, include_str!("locks.py"), c"nginx-python/locks.py", c"_ngx_locks")?;
+    embedded(py, include_str!("names.py"), c"nginx-python/names.py", c"_ngx_names")?;
     embedded(py, include_str!("subprocess.py"), c"nginx-python/subprocess.py", c"_ngx_subprocess")?;
     py.import("ngx")?.setattr("Cancelled", native.getattr("Cancelled")?)?;
     Ok(())

@@ -142,5 +142,6 @@ pub fn _ngx_unblock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Cancelled", m.py().get_type::<Cancelled>())?;
     super::resolver::register(m)?;
     super::park::register(m)?;
+    super::reverse::register(m)?;
     Ok(())
 }
