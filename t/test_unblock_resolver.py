@@ -262,10 +262,12 @@ def config_connect():
     c = socket.create_connection(('localhost', PORT2), timeout=5)
     out.append(c.getpeername()[0])
     c.close()
+    s = socket.socket()
     try:
-        socket.create_connection(('no-such-name.invalid', PORT2), timeout=5)
+        s.connect(('no-such-name.invalid', PORT2))
     except OSError as e:
         out.append(str(e))
+    s.close()
     return out
 
 PORT2 = %(port3)s
