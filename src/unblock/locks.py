@@ -16,7 +16,7 @@ what threading, queue and most libraries build on:
   two above), Condition, current_thread() and ownership checks tell
   handlers apart. threading.local was already per handler (each handler has
   its own Python thread state).
-- Thread.join() of a real thread waits the same way.
+- Thread.join() of a real thread waits the same way (polled).
 
 Outside handlers (configuration time, real threads) acquire blocks as
 before. In python_set / python_log a lock that is taken raises
@@ -178,23 +178,22 @@ def current_thread():
     return t
 
 
-_real_wait_for_tstate_lock = threading.Thread._wait_for_tstate_lock
+_real_join = threading.Thread.join
 
 
-def _wait_for_tstate_lock(self, block=True, timeout=-1):
-    """Thread.join(): in a handler, poll the thread's end cooperatively."""
-    lock = self._tstate_lock
-    if lock is None or not block or _place() != _COROUTINE:
-        return _real_wait_for_tstate_lock(self, block, timeout)
-    deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
+def join(self, timeout=None):
+    """Thread.join(): in a handler, wait for the thread's end cooperatively
+    (polled: the thread cannot wake the handler), then let CPython finish."""
+    if _place() != _COROUTINE or not self._started.is_set() or self is current_thread():
+        return _real_join(self, timeout)
+    deadline = None if timeout is None else _monotonic() + max(0.0, timeout)
     poll = _POLL_FIRST
-    while not lock.acquire(False):
+    while self.is_alive():
         if deadline is not None and _monotonic() >= deadline:
-            return
+            return None
         _park(poll if deadline is None else min(poll, max(0.0, deadline - _monotonic())))
         poll = min(poll * 2, _POLL_MAX)
-    lock.release()
-    self._stop()
+    return _real_join(self, timeout)
 
 
 def install():
@@ -205,4 +204,4 @@ def install():
     threading.get_ident = get_ident
     threading._CRLock = None  # threading.RLock() -> _PyRLock, on the above
     threading.current_thread = threading.currentThread = current_thread
-    threading.Thread._wait_for_tstate_lock = _wait_for_tstate_lock
+    threading.Thread.join = join

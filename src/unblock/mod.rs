@@ -96,10 +96,18 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     let module = PyModule::from_code(py, &code, c"nginx-python/cooperative.py", c"_ngx_cooperative")?;
     sys_modules.set_item("_ngx_cooperative", &module)?;
     module.call_method0("install")?;
-    embedded(py, include_str!("locks.py"), c"nginx-python/locks.py", c"_ngx_locks")?;
-    embedded(py, include_str!("names.py"), c"nginx-python/names.py", c"_ngx_names")?;
-    embedded(py, include_str!("subprocess.py"), c"nginx-python/subprocess.py", c"_ngx_subprocess")?;
     py.import("ngx")?.setattr("Cancelled", native.getattr("Cancelled")?)?;
+    // Each layer on its own: one that cannot install (a Python whose
+    // internals differ) leaves the others working; its traceback is shown.
+    for (source, file, name) in [
+        (include_str!("locks.py"), c"nginx-python/locks.py", c"_ngx_locks"),
+        (include_str!("names.py"), c"nginx-python/names.py", c"_ngx_names"),
+        (include_str!("subprocess.py"), c"nginx-python/subprocess.py", c"_ngx_subprocess"),
+    ] {
+        if let Err(e) = embedded(py, source, file, name) {
+            e.print(py);
+        }
+    }
     Ok(())
 }
 
