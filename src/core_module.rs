@@ -86,6 +86,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     if !interpreter::is_initialized() {
         return ffi::OK; // no python directive: nothing to do
     }
+    crate::runtime::gil::event_thread_started();
     let started = worker_start::guarded(|| {
         if forked {
             interpreter::after_fork()?;
@@ -96,6 +97,11 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         let msg = format!("python: this process cannot run Python {} ({e}); it exits and is not respawned", version::LINKED);
         ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
         return ffi::ERROR;
+    }
+    if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
+        || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t
+    {
+        crate::runtime::children::keep_from_nginx();
     }
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
     if let Some(size) = conf.as_ref().and_then(|c| c.stack_size) {

@@ -14,6 +14,8 @@ Run: TEST_NGINX_BINARY=build/unblock/objs/nginx python3 t/test_unblock_resolver.
 Every test skips in the sync build.
 """
 
+import ipaddress
+import os
 import socket
 import struct
 import threading
@@ -23,7 +25,12 @@ import harness
 
 SKIP_REASON = 'needs the unblock build (make module FEATURES=unblock; nginx -V has NGX_PYTHON_SYNC=0)'
 
-QTYPE_A, QTYPE_AAAA = 1, 28
+QTYPE_A, QTYPE_AAAA, QTYPE_PTR = 1, 28, 12
+
+
+def ptr(ip):
+    """The reverse (PTR) name of an address: 1.0.0.10.in-addr.arpa, ..."""
+    return ipaddress.ip_address(ip).reverse_pointer
 
 RECORDS = {
     'one.test': {QTYPE_A: ['10.0.0.1']},
@@ -34,8 +41,12 @@ RECORDS = {
     'slow.test': {QTYPE_A: ['10.0.0.7']},
     'xn--bcher-kva.test': {QTYPE_A: ['10.0.0.8']},       # bücher.test
     'cached.test': {QTYPE_A: ['10.0.0.9']},
+    'named.test': {QTYPE_A: ['10.0.0.20']},
+    ptr('10.0.0.20'): {QTYPE_PTR: ['host20.example.test']},
+    ptr('fd00::20'): {QTYPE_PTR: ['six20.example.test']},
+    ptr('10.0.0.21'): {},                                # no name (NXDOMAIN)
 }
-SILENT = {'silent.test', 'silent2.test'}     # never answered
+SILENT = {'silent.test', 'silent2.test', ptr('10.0.0.22')}     # never answered
 DELAY = {'slow.test': 1.5}                   # answered late (seconds)
 
 
@@ -91,9 +102,13 @@ class DnsServer:
             return
         rrs = self.records.get(name)
         answers = []
+        if rrs == {}:
+            rrs = None                                 # listed to say: NXDOMAIN
         if rrs is not None:
             for a in rrs.get(qtype, []):
-                if qtype == QTYPE_A:
+                if qtype == QTYPE_PTR:
+                    rdata = b''.join(bytes([len(l)]) + l.encode() for l in a.split('.')) + b'\0'
+                elif qtype == QTYPE_A:
                     rdata = socket.inet_pton(socket.AF_INET, a)
                 else:
                     rdata = socket.inet_pton(socket.AF_INET6, a)
@@ -207,6 +222,62 @@ def abortable(r):
         with open('%(prefix)sresolve-aborted.txt', 'a') as f:
             f.write('finally\n')
 
+def byaddr(r):
+    try:
+        out = socket.gethostbyaddr(r.arg['addr'])
+    except (socket.herror, socket.gaierror) as e:
+        out = err(e)
+    reply(r, out)
+
+def nameinfo(r):
+    try:
+        out = socket.getnameinfo((r.arg['addr'], int(r.arg.get('port', '80'))), int(r.arg.get('flags', '0')))
+    except socket.gaierror as e:
+        out = err(e)
+    reply(r, out)
+
+def fqdn(r):
+    import smtplib
+    t0 = time.monotonic()
+    out = (socket.getfqdn(r.arg['name']), bool(smtplib.SMTP().local_hostname))
+    reply(r, out + (round(time.monotonic() - t0, 1),))
+
+def udp_by_name(r):
+    # bind and sendto with host names: resolved through nginx's resolver
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(('app.test', 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.sendto(b'ping', ('app.test', rx.getsockname()[1]))
+    tx.sendto(b'pong', 0, ('app.test', rx.getsockname()[1]))
+    rx.settimeout(2)
+    out = (rx.getsockname()[0], rx.recvfrom(10)[0], rx.recvfrom(10)[0])
+    rx.close()
+    tx.close()
+    reply(r, out)
+
+def config_connect():
+    # at configuration time names go to the C library: a name it cannot
+    # resolve is its own error (not "nginx resolver used outside a handler")
+    out = []
+    c = socket.create_connection(('localhost', PORT2), timeout=5)
+    out.append(c.getpeername()[0])
+    c.close()
+    s = socket.socket()
+    try:
+        s.connect(('no-such-name.invalid', PORT2))
+    except OSError as e:
+        out.append(str(e))
+    s.close()
+    return out
+
+PORT2 = %(port3)s
+import threading
+_listener = socket.socket()
+_listener.bind(('127.0.0.1', PORT2))
+_listener.listen(1)
+CONFIG_CONNECT = config_connect()
+_listener.close()
+
 def set_resolves(r):
     return socket.gethostbyname('one.test')
 '''
@@ -237,6 +308,11 @@ server {
         python_content "r.send('resolved in access', ngx.SEND_LAST)";
     }
     location /set        { return 200 "[$resolved]"; }
+    location /byaddr     { python_content "byaddr(r)"; }
+    location /nameinfo   { python_content "nameinfo(r)"; }
+    location /fqdn       { python_content "fqdn(r)"; }
+    location /udp        { python_content "udp_by_name(r)"; }
+    location /config-connect { python_content "reply(r, CONFIG_CONNECT)"; }
 }
 server {
     listen 127.0.0.1:%(port2)s;
@@ -253,6 +329,12 @@ class UnblockResolverTest(harness.NginxTestCase):
             self.skipTest(SKIP_REASON)
         self.dns = DnsServer(RECORDS, SILENT, DELAY)
         self.addCleanup(self.dns.close)
+        # configuration time uses the C library's resolver (one name it cannot
+        # resolve, see config_connect): bound its wait where DNS is unreachable
+        saved = os.environ.get('RES_OPTIONS')
+        os.environ['RES_OPTIONS'] = 'timeout:1 attempts:1'
+        self.addCleanup(lambda: os.environ.pop('RES_OPTIONS') if saved is None
+                        else os.environ.__setitem__('RES_OPTIONS', saved))
         self.start(http=SERVERS.replace('@DNS@', str(self.dns.port)), files={'app.py': APP},
                    events='worker_connections 1024;', wait_ports=['port', 'port2'])
 
@@ -400,6 +482,66 @@ class UnblockResolverTest(harness.NginxTestCase):
         self.assertTrue(entry, self.error_log())
         self.assertIn('RuntimeError: socket.gethostbyname() would block the nginx worker', entry[-1])
         self.assertEqual(self.dns.count('one.test'), 0)
+
+    # -- reverse lookups ---------------------------------------------------
+
+    def test_gethostbyaddr_ptr(self):
+        self.assertEqual(self.result('/byaddr?addr=10.0.0.20'),
+                         ('host20.example.test', [], ['10.0.0.20']))
+        self.assertEqual(self.result('/byaddr?addr=fd00::20'),
+                         ('six20.example.test', [], ['fd00::20']))
+        self.assertEqual(self.result('/byaddr?addr=10.0.0.21'), ('herror', 1, 'Unknown host'))
+        # a name: its address first, then the PTR (both through nginx)
+        self.assertEqual(self.result('/byaddr?addr=named.test'),
+                         ('host20.example.test', [], ['10.0.0.20']))
+        self.assertEqual(self.dns.count(ptr('10.0.0.20'), QTYPE_PTR), 1)   # cached
+        self.assertEqual(self.dns.count('named.test', QTYPE_A), 1)
+
+    def test_reverse_lookup_in_etc_hosts_needs_no_query(self):
+        self.assertEqual(self.result('/byaddr?addr=127.0.0.1')[0], 'localhost')
+        self.assertEqual(self.dns.count(ptr('127.0.0.1')), 0)
+
+    def test_getnameinfo(self):
+        self.assertEqual(self.result('/nameinfo?addr=10.0.0.20&port=80'), ('host20.example.test', 'http'))
+        self.assertEqual(self.result('/nameinfo?addr=10.0.0.20&port=80&flags=%d' % socket.NI_NOFQDN),
+                         ('host20', 'http'))
+        self.assertEqual(self.result('/nameinfo?addr=10.0.0.21&port=25'), ('10.0.0.21', 'smtp'))
+        self.assertEqual(self.result('/nameinfo?addr=10.0.0.21&flags=%d' % socket.NI_NAMEREQD)[0],
+                         'gaierror')
+        self.assertEqual(self.result('/nameinfo?addr=10.0.0.23&port=81&flags=%d'
+                                     % (socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)),
+                         ('10.0.0.23', '81'))
+        self.assertEqual(self.dns.count(ptr('10.0.0.23')), 0)
+
+    def test_getfqdn_and_smtplib(self):
+        name, same, took = self.result('/fqdn?name=10.0.0.20')
+        self.assertEqual((name, same), ('host20.example.test', True))
+
+    def test_worker_serves_while_a_reverse_lookup_is_pending(self):
+        results = []
+        t = threading.Thread(target=lambda: results.append(self.result('/byaddr?addr=10.0.0.22')))
+        t.start()
+        deadline = time.monotonic() + 5
+        while self.dns.count(ptr('10.0.0.22')) == 0:
+            self.assertLess(time.monotonic(), deadline, 'no PTR query')
+            time.sleep(0.02)
+        t1 = time.monotonic()
+        self.assertEqual(self.get_body('/fast'), 'fast')
+        self.assertLess(time.monotonic() - t1, 0.5, 'the worker was blocked by the lookup')
+        t.join(10)
+        self.assertEqual(results, [('herror', 2, 'Host name lookup failure')])   # resolver_timeout 1s
+
+    # -- bind / sendto with names, names at configuration time ---------------
+
+    def test_bind_and_sendto_by_name(self):
+        self.assertEqual(self.result('/udp'), ('127.0.0.1', b'ping', b'pong'))
+        self.assertEqual(self.dns.count('app.test', QTYPE_A), 1)
+
+    def test_connect_by_name_at_configuration_time(self):
+        peer, error = self.result('/config-connect')
+        self.assertEqual(peer, '127.0.0.1')
+        self.assertNotIn('outside a handler', error)
+        self.assertIn('Name or service not known', error)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,14 @@ ngx_python_post_event(ngx_event_t *ev)
 }
 
 void
+ngx_python_unpost_event(ngx_event_t *ev)
+{
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
+    }
+}
+
+void
 ngx_python_close_events(ngx_connection_t *c, ngx_uint_t closing)
 {
     ngx_uint_t  flags = closing ? NGX_CLOSE_EVENT : 0;

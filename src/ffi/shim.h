@@ -14,6 +14,7 @@ extern const char ngx_python_module_signature[];
 void ngx_python_add_timer(ngx_event_t *ev, ngx_msec_t timer);
 void ngx_python_del_timer(ngx_event_t *ev);
 ngx_int_t ngx_python_post_event(ngx_event_t *ev);
+void ngx_python_unpost_event(ngx_event_t *ev);
 
 /* Detach a connection whose fd Python owns from the event loop: events,
  * timers, posted events. `closing`: the fd is closed (or about to be), so

@@ -66,6 +66,10 @@ pub fn ensure_initialized(venv: Option<(&str, &str)>) {
         *s = Some(venv.map(|(dir, _)| dir.to_string()));
     }
     pyo3::Python::attach(|py| {
+        // Threads first: the executor's layer (unblock: locks.py) uses it.
+        if let Err(e) = super::gil::install(py) {
+            e.print(py);
+        }
         if let Err(e) = crate::executor::install(py) {
             e.print(py);
         }

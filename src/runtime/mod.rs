@@ -11,9 +11,13 @@
 //! - `venv`:        `python_venv`: checking a venv, the program to start as
 //! - `version`:     what each CPython version needs (fork, thread states)
 //! - `worker_start`: a worker that cannot start Python exits for good
+//! - `children`:    workers leave their children's exit status to Python
+//! - `gil`:         Python threads run while the worker waits for events
 
+pub mod children;
 pub mod convert;
 pub mod errors;
+pub mod gil;
 pub mod handler;
 pub mod interpreter;
 pub mod ngx_module;

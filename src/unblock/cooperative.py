@@ -101,8 +101,13 @@ class socket(_stdsocket):
     def send(self, *args):
         return self._io(True, super().send, *args)
 
-    def sendto(self, *args):
-        return self._io(True, super().sendto, *args)
+    def sendto(self, data, *args):
+        if args:  # (flags,) address: a host name goes through _lookup
+            args = args[:-1] + (_resolve_address(self.family, args[-1]),)
+        return self._io(True, super().sendto, data, *args)
+
+    def bind(self, address):
+        return super().bind(_resolve_address(self.family, address))
 
     def sendall(self, data, flags=0):
         deadline = self._deadline()
@@ -233,7 +238,14 @@ def _lookup(host):
         host = host.decode('idna')
     if _numeric(host):
         return [host]
-    return _hosts_file(host) or _u.resolve(host.encode('idna').decode('ascii'))
+    found = _hosts_file(host)
+    if found:
+        return found
+    if not _u.cooperative('name resolution'):
+        # configuration time: the C library's (blocking) resolver
+        infos = _orig['getaddrinfo'](host, None, 0, _socket.SOCK_STREAM)
+        return list(dict.fromkeys(info[4][0] for info in infos))
+    return _u.resolve(host.encode('idna').decode('ascii'))
 
 
 def _resolve_address(family, address):
@@ -241,6 +253,8 @@ def _resolve_address(family, address):
     if family not in (_socket.AF_INET, _socket.AF_INET6) or not isinstance(address, tuple):
         return address
     host = address[0]
+    if host in ('<broadcast>', b'<broadcast>'):  # the C library knows this one
+        return address
     if isinstance(host, (str, bytes)) and host and not _numeric(host if isinstance(host, str) else host.decode()):
         want = 4 if family == _socket.AF_INET else 6
         addrs = [a for a in _lookup(host) if (':' in a) == (want == 6)]

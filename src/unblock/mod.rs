@@ -6,9 +6,11 @@
 
 mod coroutine;
 mod guard;
+mod park;
 mod pymodule;
 mod readiness;
 mod resolver;
+mod reverse;
 mod tstate;
 mod wait;
 
@@ -96,6 +98,26 @@ pub fn install(py: Python<'_>) -> PyResult<()> {
     sys_modules.set_item("_ngx_cooperative", &module)?;
     module.call_method0("install")?;
     py.import("ngx")?.setattr("Cancelled", native.getattr("Cancelled")?)?;
+    // Each layer on its own: one that cannot install (a Python whose
+    // internals differ) leaves the others working; its traceback is shown.
+    for (source, file, name) in [
+        (include_str!("locks.py"), c"nginx-python/locks.py", c"_ngx_locks"),
+        (include_str!("names.py"), c"nginx-python/names.py", c"_ngx_names"),
+        (include_str!("subprocess.py"), c"nginx-python/subprocess.py", c"_ngx_subprocess"),
+    ] {
+        if let Err(e) = embedded(py, source, file, name) {
+            e.print(py);
+        }
+    }
+    Ok(())
+}
+
+/// Runs an embedded module of the cooperative layer and its `install()`.
+fn embedded(py: Python<'_>, source: &str, file: &std::ffi::CStr, name: &std::ffi::CStr) -> PyResult<()> {
+    let code = std::ffi::CString::new(source).expect("no NUL in embedded Python");
+    let module = PyModule::from_code(py, &code, file, name)?;
+    py.import("sys")?.getattr("modules")?.set_item(name.to_str().expect("ASCII name"), &module)?;
+    module.call_method0("install")?;
     Ok(())
 }
 

@@ -233,5 +233,7 @@ pub fn _ngx_unblock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Waiter>()?;
     m.add("Cancelled", m.py().get_type::<Cancelled>())?;
     super::resolver::register(m)?;
+    super::park::register(m)?;
+    super::reverse::register(m)?;
     Ok(())
 }
