@@ -113,7 +113,10 @@ pub fn shorten_middle(msg: &str, max: usize) -> std::borrow::Cow<'_, str> {
         return msg.into();
     }
     const CUT: &str = "\n  ...\n";
-    let head_end = msg.find('\n').unwrap_or(0).min(max / 4);
+    let mut head_end = msg.find('\n').unwrap_or(0).min(max / 4);
+    while !msg.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
     let mut tail_start = msg.len() - (max - head_end - CUT.len());
     while !msg.is_char_boundary(tail_start) {
         tail_start += 1;
@@ -178,6 +181,9 @@ mod tests {
     #[test]
     fn parses_sizes() {
         assert_eq!(parse_size("4096"), Some(4096));
+        // (a multi-byte character where the head is cut must not panic)
+        let long = format!("{}\n{}", "\u{e9}".repeat(800), "x".repeat(100));
+        assert!(shorten_middle(&long, 375).len() <= 375);
         assert_eq!(parse_size("256k"), Some(256 * 1024));
         assert_eq!(parse_size("1M"), Some(1024 * 1024));
         assert_eq!(parse_size("k"), None);

@@ -86,7 +86,7 @@ unsafe fn run_handlers(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let mut granted = false;
         for h in handlers {
-            let rc = match h.call(obj.as_any()).and_then(|v| status_of(&v, "python_access")) {
+            let rc = match h.call(obj.as_any()).and_then(|v| status_of(&v, "python_access", 300)) {
                 Ok(rc) => rc,
                 Err(e) => {
                     log_exception(py, log, "python_access", &e);

@@ -75,7 +75,10 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return failed(r);
             }
         };
-        let rc = match handler.call(obj.as_any()).and_then(|v| status_of(&v, "python_content")) {
+        obj.borrow().may_send.set(true);
+        let rc = handler.call(obj.as_any()).and_then(|v| status_of(&v, "python_content", 200));
+        obj.borrow().may_send.set(false);
+        let rc = match rc {
             Ok(rc) => rc,
             Err(e) => {
                 log_exception(py, log, "python_content", &e);

@@ -140,8 +140,10 @@ unsafe fn loc_conf<'a>(r: *mut ffi::ngx_http_request_t) -> &'a LocConf {
 
 /// A handler's return value as an nginx code: None is `DECLINED`, an
 /// int is an ngx constant (`OK`, `ERROR`, `DECLINED`, `DONE`) or an HTTP
-/// status 100..999; anything else is a TypeError/ValueError naming `what`.
-fn status_of(v: &pyo3::Bound<'_, pyo3::PyAny>, what: &str) -> pyo3::PyResult<ngx_int_t> {
+/// status `lowest`..999 (content: 200, as 1xx are interim responses;
+/// access: 300, as a success status there would finalize the request with
+/// nothing sent); anything else is a TypeError/ValueError naming `what`.
+fn status_of(v: &pyo3::Bound<'_, pyo3::PyAny>, what: &str, lowest: i64) -> pyo3::PyResult<ngx_int_t> {
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::types::{PyBool, PyInt};
     use pyo3::types::{PyAnyMethods, PyTypeMethods};
@@ -152,9 +154,9 @@ fn status_of(v: &pyo3::Bound<'_, pyo3::PyAny>, what: &str) -> pyo3::PyResult<ngx
         let n: i64 = v.extract()?;
         return match n as ngx_int_t {
             ffi::OK | ffi::ERROR | ffi::DECLINED | ffi::DONE => Ok(n as ngx_int_t),
-            100..=999 => Ok(n as ngx_int_t),
+            _ if (lowest..=999).contains(&n) => Ok(n as ngx_int_t),
             _ => Err(PyValueError::new_err(format!(
-                "{what} returned {n}: expected None, ngx.OK, ngx.DECLINED, ngx.ERROR or an HTTP status"
+                "{what} returned {n}: expected None, ngx.OK, ngx.DECLINED, ngx.ERROR or an HTTP status {lowest}..999"
             ))),
         };
     }

@@ -29,6 +29,9 @@ pub struct Request {
     args: OnceCell<Py<PyAny>>,
     /// `r.send(..., SEND_LAST)` happened: the body is complete.
     pub(super) finished: Cell<bool>,
+    /// A content handler is running: the only place a response can be sent
+    /// from (access runs before it, python_set/python_log anywhere).
+    pub(super) may_send: Cell<bool>,
     /// Body pieces nginx has not written out yet (freed once it has).
     pending: std::cell::RefCell<Vec<*mut u8>>,
 }
@@ -48,7 +51,11 @@ impl Drop for RequestCtx {
     fn drop(&mut self) {
         Python::attach(|py| {
             if let Some(obj) = self.obj.take() {
-                obj.borrow(py).r.set(std::ptr::null_mut());
+                let obj = obj.borrow(py);
+                obj.r.set(std::ptr::null_mut());
+                // Break reference cycles through r.ctx (r.ctx['me'] = r):
+                // the request object is not tracked by Python's collector.
+                obj.ctx.bind(py).clear();
             }
         });
         // The request is gone: a handler still waiting for it unwinds now.
@@ -69,7 +76,7 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     }
     let obj = Py::new(
         py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), pending: Default::default() },
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), pending: Default::default() },
     )?;
     let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
@@ -90,6 +97,16 @@ pub unsafe fn request_object<'py>(py: Python<'py>, r: *mut ngx_http_request_t) -
 }
 
 impl Request {
+    fn check_may_send(&self, what: &str) -> PyResult<()> {
+        if self.may_send.get() {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err(format!(
+            "r.{what}() works only in python_content: python_access, python_set and python_log \
+             cannot send a response (return a status from python_access instead)"
+        )))
+    }
+
     /// The nginx request, or RuntimeError once it has ended.
     pub(super) fn raw(&self) -> PyResult<*mut ngx_http_request_t> {
         let r = self.r.get();
@@ -161,8 +178,9 @@ impl Request {
     #[setter]
     fn set_status(&self, status: i64) -> PyResult<()> {
         let r = self.raw()?;
-        if !(100..=999).contains(&status) {
-            return Err(PyValueError::new_err(format!("status must be 100..999, not {status}")));
+        // 1xx are interim responses: nginx would send one as the final answer.
+        if !(200..=999).contains(&status) {
+            return Err(PyValueError::new_err(format!("status must be 200..999, not {status}")));
         }
         // SAFETY: live request; nginx rebuilds the status line from `status`.
         unsafe {
@@ -173,9 +191,10 @@ impl Request {
     }
 
     /// One error-log line at `level` (default `ngx.LOG_INFO`).
-    #[pyo3(signature = (msg, level = ffi::NGX_LOG_INFO as usize))]
-    fn log(&self, msg: &Bound<'_, PyAny>, level: usize) -> PyResult<()> {
+    #[pyo3(signature = (msg, level = ffi::NGX_LOG_INFO as i64))]
+    fn log(&self, msg: &Bound<'_, PyAny>, level: i64) -> PyResult<()> {
         let r = self.raw()?;
+        let level = crate::runtime::convert::log_level(level)?;
         let text = crate::runtime::convert::value_bytes(msg)?;
         // SAFETY: live request and its connection's log.
         unsafe { ffi::log_error(level, (*(*r).connection).log, &text) };
@@ -186,6 +205,7 @@ impl Request {
     #[pyo3(name = "sendHeader")]
     fn send_header(&self) -> PyResult<()> {
         let r = self.raw()?;
+        self.check_may_send("sendHeader")?;
         // SAFETY: live request.
         unsafe {
             if (*r).header_sent() != 0 {
@@ -199,6 +219,7 @@ impl Request {
     #[pyo3(signature = (data = None, flags = 0))]
     fn send(&self, data: Option<&Bound<'_, PyAny>>, flags: i64) -> PyResult<()> {
         let r = self.raw()?;
+        self.check_may_send("send")?;
         if self.finished.get() {
             return Err(PyRuntimeError::new_err("the response is complete (sent with ngx.SEND_LAST)"));
         }

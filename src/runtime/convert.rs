@@ -55,6 +55,20 @@ pub fn data_bytes<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a,
     )))
 }
 
+/// An error-log level as `r.log` / `s.log` take it: `ngx.LOG_EMERG` (1)
+/// to `ngx.LOG_DEBUG` (8); anything else is a ValueError (nginx indexes its
+/// level names with it).
+pub fn log_level(level: i64) -> PyResult<crate::ffi::ngx_uint_t> {
+    let (lo, hi) = (crate::ffi::NGX_LOG_EMERG as i64, crate::ffi::NGX_LOG_DEBUG as i64);
+    if (lo..=hi).contains(&level) {
+        Ok(level as crate::ffi::ngx_uint_t)
+    } else {
+        Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "log level must be ngx.LOG_EMERG ({lo}) .. ngx.LOG_DEBUG ({hi}), not {level}"
+        )))
+    }
+}
+
 /// Bytes of a header value: like `data_bytes`, and any other object by its
 /// `str()` (so `r.ho['Content-Length'] = 5` works).
 pub fn value_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {

@@ -28,6 +28,13 @@ impl Variables {
     fn get_value<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
         let s = name.cast::<PyString>().map_err(|_| PyTypeError::new_err("variable names are str"))?;
         let mut lower = str_bytes(s)?.as_bytes().to_ascii_lowercase();
+        // Only names nginx's configuration could spell ([a-z0-9_]): nginx's
+        // prefix variables parse the rest of the name (`arg_a&b` made
+        // ngx_http_arg compute a negative length), so anything else is
+        // simply not a variable.
+        if lower.is_empty() || !lower.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_') {
+            return Ok(None);
+        }
         // SAFETY: nginx reads the name only during the call; the value it
         // returns lives in the owner's pool, which is live (lookup checked
         // it) while we copy it into a str.

@@ -54,7 +54,11 @@ impl Drop for SessionCtx {
     fn drop(&mut self) {
         Python::attach(|py| {
             if let Some(obj) = self.obj.take() {
-                obj.borrow(py).s.set(std::ptr::null_mut());
+                let obj = obj.borrow(py);
+                obj.s.set(std::ptr::null_mut());
+                // Break reference cycles through s.ctx (s.ctx['me'] = s):
+                // the session object is not tracked by Python's collector.
+                obj.ctx.bind(py).clear();
             }
         });
         // The session is gone: a handler still waiting for it unwinds now.
@@ -185,9 +189,10 @@ impl Session {
     }
 
     /// One error-log line at `level` (default `ngx.LOG_INFO`).
-    #[pyo3(signature = (msg, level = ffi::NGX_LOG_INFO as usize))]
-    fn log(&self, msg: &Bound<'_, PyAny>, level: usize) -> PyResult<()> {
+    #[pyo3(signature = (msg, level = ffi::NGX_LOG_INFO as i64))]
+    fn log(&self, msg: &Bound<'_, PyAny>, level: i64) -> PyResult<()> {
         let c = self.connection()?;
+        let level = crate::runtime::convert::log_level(level)?;
         let text = value_bytes(msg)?;
         // SAFETY: the live connection's log.
         unsafe { ffi::log_error(level, (*c).log, &text) };

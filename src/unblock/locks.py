@@ -148,8 +148,10 @@ class LockType:
             'locked' if self.locked() else 'unlocked', type(self).__name__, id(self))
 
 
-def allocate_lock():
-    return LockType()
+# The class itself, not a function: code that keeps `threading.Lock` as a
+# class attribute (werkzeug's `lock_class = threading.Lock`) calls it through
+# an instance, which would bind a plain function as a method.
+allocate_lock = LockType
 
 
 class _HandlerThread(threading._DummyThread):
