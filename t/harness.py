@@ -5,6 +5,8 @@ Environment:
   TEST_NGINX_CATLOG=1 print each test's error.log to stderr after it
   TEST_NGINX_LEAVE=1  keep the temporary prefix directories (their paths are printed)
   TEST_NGINX_DEBUG=1  error_log at debug level (the binary has --with-debug)
+  TEST_NGINX_PERTURB=N glibc MALLOC_PERTURB_ for nginx (default 165; 0: off), so
+                      that a use-after-free reads garbage and crashes every time
 
 A test:
 
@@ -53,6 +55,14 @@ HTTP_TIMEOUT = 10.0      # seconds for one HTTP exchange
 # error.log lines that fail every test (unless the test expected them)
 BAD_LOG = re.compile(r'\[alert\]|\[crit\]|exited on signal')
 EMERG_LOG = re.compile(r'\[emerg\]')
+
+# glibc overwrites freed memory with this byte (and new memory with its
+# complement): a use-after-free reads garbage and crashes at once instead of
+# by chance. TEST_NGINX_PERTURB=0 turns it off.
+NGINX_ENV = dict(os.environ)
+NGINX_ENV.setdefault('MALLOC_PERTURB_', os.environ.get('TEST_NGINX_PERTURB', '165'))
+if NGINX_ENV['MALLOC_PERTURB_'] == '0':
+    del NGINX_ENV['MALLOC_PERTURB_']
 
 PLACEHOLDER = re.compile(r'%\((port\d*|prefix)\)s')
 
@@ -286,7 +296,7 @@ class NginxTestCase(unittest.TestCase):
             rel_conf = os.path.relpath(self.conf_path, self.prefix)
             self._stdout = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
             self.proc = subprocess.Popen(
-                [NGINX, '-p', self.prefix, '-c', rel_conf],
+                [NGINX, '-p', self.prefix, '-c', rel_conf], env=NGINX_ENV,
                 stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT)
             names = wait_ports if wait_ports is not None else (
                 ['port'] if 'port' in self.ports else [])
