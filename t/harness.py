@@ -63,6 +63,7 @@ NGINX_ENV = dict(os.environ)
 NGINX_ENV.setdefault('MALLOC_PERTURB_', os.environ.get('TEST_NGINX_PERTURB', '165'))
 if NGINX_ENV['MALLOC_PERTURB_'] == '0':
     del NGINX_ENV['MALLOC_PERTURB_']
+NO_PERTURB_ENV = {k: v for k, v in NGINX_ENV.items() if k != 'MALLOC_PERTURB_'}
 
 PLACEHOLDER = re.compile(r'%\((port\d*|prefix)\)s')
 
@@ -185,6 +186,10 @@ class NginxTestCase(unittest.TestCase):
     allow_emerg = False
     # set by a test that expects some [alert] lines: a regex they match
     allow_log = None
+    # False for a test whose nginx allocates huge pools (MALLOC_PERTURB_
+    # writes every byte of them: slow) and whose point is freed memory being
+    # unmapped, which already crashes a use-after-free
+    malloc_perturb = True
 
     # ---- configuration ---------------------------------------------------
 
@@ -296,7 +301,8 @@ class NginxTestCase(unittest.TestCase):
             rel_conf = os.path.relpath(self.conf_path, self.prefix)
             self._stdout = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
             self.proc = subprocess.Popen(
-                [NGINX, '-p', self.prefix, '-c', rel_conf], env=NGINX_ENV,
+                [NGINX, '-p', self.prefix, '-c', rel_conf],
+                env=NGINX_ENV if self.malloc_perturb else NO_PERTURB_ENV,
                 stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT)
             names = wait_ports if wait_ports is not None else (
                 ['port'] if 'port' in self.ports else [])

@@ -213,32 +213,12 @@ impl HeaderList for OutputHeaders {
 }
 mapping_methods!(OutputHeaders {
     fn __setitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.r.borrow(py).raw()?;
-        let name = name_of(name)?;
-        let value = value_bytes(value)?;
-        check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        check_header_value(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        // SAFETY: r is live; everything stored is copied into its pool.
-        unsafe {
-            remove(r, &name);
-            set(r, &name, &value)
-        }
+        self.store(py, name, value, true)
     }
 
     /// Adds a header, keeping others of the same name (e.g. Set-Cookie).
     fn add(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.r.borrow(py).raw()?;
-        let name = name_of(name)?;
-        let value = value_bytes(value)?;
-        check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        check_header_value(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        // SAFETY: r is live; everything stored is copied into its pool.
-        unsafe {
-            if !matches!(special(&name), Special::None) {
-                remove(r, &name); // a header nginx keeps once
-            }
-            set(r, &name, &value)
-        }
+        self.store(py, name, value, false)
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -252,6 +232,25 @@ mapping_methods!(OutputHeaders {
         }
     }
 });
+
+impl OutputHeaders {
+    /// Checks and stores `name: value`; `replace`: the other headers of that
+    /// name go (`r.ho[name] = value`), else only those nginx keeps once.
+    fn store(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, replace: bool) -> PyResult<()> {
+        let r = self.r.borrow(py).raw()?;
+        let name = name_of(name)?;
+        let value = value_bytes(value)?;
+        check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        check_header_value(&value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // SAFETY: r is live; everything stored is copied into its pool.
+        unsafe {
+            if replace || !matches!(special(&name), Special::None) {
+                remove(r, &name);
+            }
+            set(r, &name, &value)
+        }
+    }
+}
 
 /// Removes every output header called `name`; true if there was one.
 unsafe fn remove(r: *mut ngx_http_request_t, name: &[u8]) -> bool {

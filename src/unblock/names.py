@@ -12,19 +12,10 @@ import socket as _socket_module
 
 import _socket
 import _ngx_unblock as _u
+from _ngx_cooperative import _numeric
 
 _orig_gethostbyaddr = _socket_module.gethostbyaddr
 _orig_getnameinfo = _socket_module.getnameinfo
-
-
-def _numeric(host):
-    for family in (_socket.AF_INET, _socket.AF_INET6):
-        try:
-            _socket.inet_pton(family, host.split('%', 1)[0])
-            return family
-        except (OSError, ValueError):
-            pass
-    return None
 
 
 def _hosts_names(ip, path='/etc/hosts'):
