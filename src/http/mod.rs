@@ -5,12 +5,17 @@
 
 mod access;
 mod body;
+mod body_filter;
 mod content;
+pub mod filters;
+mod header_filter;
 mod headers;
 mod log;
 mod output;
 pub mod request;
 mod set;
+pub mod subrequest;
+mod subrequest_response;
 mod variables;
 mod wsgi;
 
@@ -30,12 +35,15 @@ pub struct LocConf {
     log: Vec<Handler>,
     /// `python_content` of this location.
     content: Option<Handler>,
+    /// `python_header_filter` / `python_body_filter`; None inherits.
+    header_filter: Option<Handler>,
+    body_filter: Option<Handler>,
 }
 
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;
 const LOC_OFFSET: usize = std::mem::offset_of!(ffi::ngx_http_conf_ctx_t, loc_conf);
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 12] = [
     ffi::command(b"python_wsgi\0", ffi::NGX_HTTP_LOC_CONF | ffi::NGX_HTTP_LIF_CONF | ffi::NGX_CONF_TAKE1, wsgi::python_wsgi, LOC_OFFSET),
     ffi::command(b"python_shared_dict\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE2, crate::shared::python_shared_dict, 0),
     ffi::command(b"python\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python, 0),
@@ -50,6 +58,8 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         python_content,
         LOC_OFFSET,
     ),
+    ffi::command(b"python_header_filter\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, header_filter::python_header_filter, LOC_OFFSET),
+    ffi::command(b"python_body_filter\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, body_filter::python_body_filter, LOC_OFFSET),
     ffi::command_end(),
 ];
 
@@ -91,6 +101,8 @@ unsafe extern "C" fn merge_loc_conf(_cf: *mut ngx_conf_t, parent: *mut c_void, c
     if child.log.is_empty() {
         child.log = parent.log.clone();
     }
+    child.header_filter = child.header_filter.or(parent.header_filter);
+    child.body_filter = child.body_filter.or(parent.body_filter);
     ptr::null_mut()
 }
 

@@ -239,6 +239,23 @@ impl Request {
         Ok(())
     }
 
+    /// Starts a subrequest (unblock builds); its response object waits
+    /// when read. See `subrequest.rs`.
+    #[pyo3(signature = (uri, method = "GET", args = None, body = None, headers = None))]
+    fn subrequest(
+        &self,
+        uri: &Bound<'_, PyAny>,
+        method: &str,
+        args: Option<&Bound<'_, PyAny>>,
+        body: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<super::subrequest::Response> {
+        let r = self.raw()?;
+        let spec = super::subrequest::Spec::from_python(uri, method, args, body, headers)?;
+        // SAFETY: r is live (checked above) and its handler is running.
+        unsafe { super::subrequest::start(r, spec) }
+    }
+
     fn __repr__(&self) -> String {
         match self.raw() {
             // SAFETY: live request.

@@ -26,6 +26,14 @@ impl Handler {
         unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_CallOneArg(self.func.as_ptr(), arg.as_ptr())) }
     }
 
+    /// Calls a handler compiled with several parameters (`python_body_filter`:
+    /// `r, chunk, last`).
+    pub fn call_with<'py>(&self, args: &Bound<'py, pyo3::types::PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        let py = args.py();
+        // SAFETY: as for `call`.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_Call(self.func.as_ptr(), args.as_ptr(), std::ptr::null_mut())) }
+    }
+
     /// Calls a handler compiled without a parameter (`python_init_worker`).
     pub fn call0<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         // SAFETY: as for `call`.

@@ -27,6 +27,11 @@ impl Handle {
     }
 }
 
+/// Whether the running Python code may suspend: never in this build.
+pub fn can_suspend() -> bool {
+    false
+}
+
 /// Nothing can wait in this build.
 pub fn suspend_current(_arm: impl FnOnce(Handle)) -> Option<bool> {
     None

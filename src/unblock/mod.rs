@@ -73,6 +73,12 @@ pub fn suspend_current(arm: impl FnOnce(Handle)) -> Option<bool> {
     }
 }
 
+/// Whether the running Python code may suspend now: it runs in a handler
+/// that can wait (access, preread, content) that has not been cancelled.
+pub fn can_suspend() -> bool {
+    matches!(wait::place(), wait::Place::Coroutine(h) if !h.cancelled())
+}
+
 pub fn cancelled_error() -> PyErr {
     pymodule::cancelled()
 }
