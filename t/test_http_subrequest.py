@@ -3,6 +3,7 @@ fanned out concurrently (unblock builds); the sync build refuses them."""
 
 import json
 import os
+import socket
 import threading
 import time
 
@@ -59,6 +60,10 @@ def kinds(r):
 
 def in_log(r):
     r.subrequest('/files/data.txt')
+
+def gate(r):
+    check = r.subrequest('/up/echo', args={'who': r.arg.get('who', '')})
+    return None if json.loads(check.body)['args'] == 'who=ok' else 403
 
 def abandoned(r):
     r.subrequest('/up/slow', args={'t': '0.3'})
@@ -155,6 +160,33 @@ class Subrequest(harness.NginxTestCase):
         self.wait_log(r'(?s)python_log: .*RuntimeError: r.subrequest\(\) works only in python_access and python_content')
         # The worker goes on.
         self.assertEqual(self.get_body('/fast'), 'fast')
+
+    @harness.unblock_only
+    def test_client_gone_while_waiting(self):
+        self.start_server(SERVER, http=http(), files=self.files(), wait_ports=['port', 'port2'])
+        for _ in range(3):
+            s = socket.create_connection(('127.0.0.1', self.port))
+            s.sendall(b'GET /fanout HTTP/1.1\r\nHost: x\r\n\r\n')
+            time.sleep(0.15)
+            s.close()
+        self.wait_log(r'python_content: stopped waiting: the request or session ended')
+        # the subrequests still in flight finish or are dropped; nothing leaks into
+        # later requests and the worker goes on
+        time.sleep(0.6)
+        status, _, body = self.get('/fanout')
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(json.loads(body)['merged']), 3)
+
+    @harness.unblock_only
+    def test_from_access_handler(self):
+        self.start_server(SERVER + '''
+            location /guarded {
+                python_access "gate(r)";
+                python_content "r.send('let in', ngx.SEND_LAST)";
+            }
+        ''', http=http(), files=self.files(), wait_ports=['port', 'port2'])
+        self.assertEqual(self.get_body('/guarded?who=ok'), 'let in')
+        self.assertEqual(self.get('/guarded?who=bad')[0], 403)
 
     @harness.sync_only
     def test_sync_build_refuses(self):
