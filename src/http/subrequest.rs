@@ -211,7 +211,6 @@ unsafe fn set_request(sr: *mut ngx_http_request_t, spec: &Spec) -> Option<()> {
             return None;
         }
         *e = *h;
-        (*e).next = ptr::null_mut();
     }
     hi.content_length = ptr::null_mut();
     hi.transfer_encoding = ptr::null_mut();
@@ -243,13 +242,13 @@ unsafe fn push_header(list: *mut ffi::ngx_list_t, pool: *mut ffi::ngx_pool_t, na
     let lower = name.to_ascii_lowercase();
     let key = ffi::pool_str(pool, name)?;
     let low: ngx_str_t = ffi::pool_str(pool, &lower)?;
-    *e = ngx_table_elt_t {
-        hash: ffi::ngx_hash_key(low.data, low.len),
-        key,
-        value: ffi::pool_str(pool, value)?,
-        lowcase_key: low.data,
-        next: ptr::null_mut(),
-    };
+    // Zeroed first: the struct differs between nginx versions (`next`
+    // appeared in 1.23), and every other field starts empty.
+    *e = std::mem::zeroed();
+    (*e).hash = ffi::ngx_hash_key(low.data, low.len);
+    (*e).key = key;
+    (*e).value = ffi::pool_str(pool, value)?;
+    (*e).lowcase_key = low.data;
     Some(e)
 }
 
