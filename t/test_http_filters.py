@@ -89,6 +89,9 @@ SERVER = '''
         proxy_pass http://127.0.0.1:%(port2)s/;
     }
     location /failh { python_header_filter "fail_header(r)"; return 200 "never"; }
+    location /failh_py { python_header_filter "fail_header(r)"; python_content "r.send('never', ngx.SEND_LAST)"; }
+    location /failh_up/ { python_header_filter "fail_header(r)"; proxy_pass http://127.0.0.1:%(port2)s/; }
+    location /failh_static/ { python_header_filter "fail_header(r)"; alias %(prefix)shtml/; }
     location /failb/ { python_body_filter "fail_body(r, chunk, last)"; proxy_pass http://127.0.0.1:%(port2)s/; }
     location /sleepy { python_header_filter "sleeper(r)"; return 200 "x"; }
 '''
@@ -153,10 +156,13 @@ class HeaderFilter(harness.NginxTestCase):
 
     def test_failure_is_500(self):
         self.start_server(SERVER, http=UPSTREAM, files=files(), wait_ports=['port', 'port2'])
-        status, h, body = self.get('/failh')
-        self.assertEqual(status, 500)
-        self.assertIn(b'500 Internal Server Error', body)
-        self.assertNotIn(b'never', body)
+        for path in ('/failh', '/failh_py', '/failh_up/py', '/failh_static/a.txt', '/failh_static/missing'):
+            status, h, body = self.get(path)
+            self.assertEqual(status, 500, path)
+            self.assertIn(b'500 Internal Server Error', body)
+            self.assertNotIn(b'never', body)
+            self.assertNotIn(b'from python', body)
+            self.assertNotIn(b'abc static', body)
         self.wait_log(r'(?s)python_header_filter: Traceback.*ValueError: header filter failed on purpose')
         self.assertEqual(self.get_body('/static/a.txt'), 'abc static\n')
 

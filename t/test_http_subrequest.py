@@ -45,6 +45,8 @@ def kinds(r):
     proxied = r.subrequest('/up/echo', method='PUT', body='hello')
     big = r.subrequest('/files/big.bin')
     head = r.subrequest('/files/data.txt', method='HEAD')
+    down = r.subrequest('/down/')
+    nested = r.subrequest('/nested')
     out = {
         'static': [static.status, static.body.decode(), static.headers.get('content-type'),
                    static.headers.get('Content-Length')],
@@ -55,6 +57,8 @@ def kinds(r):
         'proxied': [proxied.status, json.loads(proxied.body)],
         'big': [big.status, len(big.body), big.body[:5].decode(), big.body[-5:].decode()],
         'head': [head.status, head.body.decode()],
+        'down': [down.status, b'502' in down.body],
+        'nested': [nested.status, nested.body.decode()],
     }
     r.send(json.dumps(out), ngx.SEND_LAST)
 
@@ -64,6 +68,10 @@ def in_log(r):
 def gate(r):
     check = r.subrequest('/up/echo', args={'who': r.arg.get('who', '')})
     return None if json.loads(check.body)['args'] == 'who=ok' else 403
+
+def nested(r):
+    inner = r.subrequest('/files/data.txt')
+    r.send('nested:' + inner.body.decode(), ngx.SEND_LAST)
 
 def abandoned(r):
     r.subrequest('/up/slow', args={'t': '0.3'})
@@ -90,6 +98,8 @@ SERVER = '''
     location /fanout { python_content "fanout(r)"; }
     location /kinds { python_content "kinds(r)"; }
     location /fast { return 200 "fast"; }
+    location /down/ { proxy_pass http://127.0.0.1:%(port3)s/; }
+    location /nested { python_content "nested(r)"; }
     location /abandoned { python_content "abandoned(r)"; }
     location /in_log { return 200 "ok"; python_log "in_log(r)"; }
 '''
@@ -151,6 +161,8 @@ class Subrequest(harness.NginxTestCase):
         self.assertEqual(out['proxied'][1]['body'], 'hello')
         self.assertEqual(out['big'], [200, 3 * 1024 * 1024 + 10, 'start', 'ended'])
         self.assertEqual(out['head'], [200, ''])
+        self.assertEqual(out['down'], [502, True])
+        self.assertEqual(out['nested'], [200, 'nested:static data\n'])
 
     @harness.unblock_only
     def test_not_waited_and_not_in_log(self):
