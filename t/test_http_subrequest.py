@@ -47,6 +47,7 @@ def kinds(r):
     head = r.subrequest('/files/data.txt', method='HEAD')
     down = r.subrequest('/down/')
     nested = r.subrequest('/nested')
+    redirected = r.subrequest('/witherr/nope.txt')
     out = {
         'static': [static.status, static.body.decode(), static.headers.get('content-type'),
                    static.headers.get('Content-Length')],
@@ -59,6 +60,7 @@ def kinds(r):
         'head': [head.status, head.body.decode()],
         'down': [down.status, b'502' in down.body],
         'nested': [nested.status, nested.body.decode()],
+        'redirected': [redirected.status, redirected.body.decode()],
     }
     r.send(json.dumps(out), ngx.SEND_LAST)
 
@@ -100,11 +102,14 @@ SERVER = '''
     location /fast { return 200 "fast"; }
     location /down/ { proxy_pass http://127.0.0.1:%(port3)s/; }
     location /nested { python_content "nested(r)"; }
+    location /witherr/ { error_page 404 /custom404.html; alias %(prefix)shtml/; }
+    location = /custom404.html { root %(prefix)shtml; }
     location /abandoned { python_content "abandoned(r)"; }
     location /in_log { return 200 "ok"; python_log "in_log(r)"; }
 '''
 
-FILES = {'app.py': APP, 'html/data.txt': 'static data\n', 'tmp/.keep': ''}
+FILES = {'app.py': APP, 'html/data.txt': 'static data\n', 'tmp/.keep': '',
+         'html/custom404.html': 'custom not found\n'}
 
 
 class Subrequest(harness.NginxTestCase):
@@ -163,6 +168,8 @@ class Subrequest(harness.NginxTestCase):
         self.assertEqual(out['head'], [200, ''])
         self.assertEqual(out['down'], [502, True])
         self.assertEqual(out['nested'], [200, 'nested:static data\n'])
+        # error_page redirects the subrequest internally: still captured
+        self.assertEqual(out['redirected'], [404, 'custom not found\n'])
 
     @harness.unblock_only
     def test_not_waited_and_not_in_log(self):

@@ -14,14 +14,14 @@ use std::os::raw::c_void;
 use std::ptr;
 
 use super::body_filter::BodyState;
-use super::subrequest::SubCtx;
+use super::subrequest;
 use crate::ffi::{self, ngx_chain_t, ngx_conf_t, ngx_http_request_t, ngx_int_t, ngx_module_t};
 
-/// What this module keeps per request (and per subrequest).
+/// What this module keeps per request (and per subrequest). nginx forgets
+/// it on an internal redirect, as every module's context: the response
+/// after the redirect starts afresh.
 #[derive(Default)]
 pub struct FilterCtx {
-    /// This is a subrequest of `r.subrequest()`: its response is captured.
-    pub capture: Option<*mut SubCtx>,
     /// `python_header_filter` raised: nginx sends a 500 instead; the
     /// Python filters do not run on it.
     pub header_failed: bool,
@@ -123,14 +123,14 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         }
     }
-    if let Some(sub) = ctx(r).and_then(|c| c.capture) {
-        return super::subrequest::capture_header(r, sub);
+    if let Some(sub) = subrequest::captured(r) {
+        return subrequest::capture_header(r, sub);
     }
     next_header(r)
 }
 
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain_t) -> ngx_int_t {
-    let Some(c) = ctx(r) else { return next_body(r, inp) };
+    let Some(c) = ctx(r) else { return pass_body(r, inp) };
     if c.body_failed {
         return ffi::ERROR;
     }
@@ -155,8 +155,8 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain
 /// # Safety
 /// `r` must be a live request, `inp` null or its chain.
 pub unsafe fn pass_body(r: *mut ngx_http_request_t, inp: *mut ngx_chain_t) -> ngx_int_t {
-    if let Some(sub) = ctx(r).and_then(|c| c.capture) {
-        return super::subrequest::capture_body(r, sub, inp);
+    if let Some(sub) = subrequest::captured(r) {
+        return subrequest::capture_body(r, sub, inp);
     }
     next_body(r, inp)
 }

@@ -27,7 +27,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
 
-use super::filters;
 pub use super::subrequest_response::Response;
 use super::subrequest_response::Capture;
 use crate::executor;
@@ -42,10 +41,20 @@ pub struct SubCtx {
     /// handler waiting for it.
     ev: ffi::ngx_event_t,
     c: *mut ffi::ngx_connection_t,
+    /// Its post_subrequest structure (pool memory), the subrequest's mark.
+    ps: *mut ffi::ngx_http_post_subrequest_t,
+}
+
+thread_local! {
+    /// The post_subrequest structures of the live `SubCtx`s of this worker:
+    /// how the filters recognise a subrequest to capture (its address is
+    /// compared, never read, unless it is listed here).
+    static LIVE: std::cell::RefCell<std::collections::HashSet<usize>> = Default::default();
 }
 
 impl Drop for SubCtx {
     fn drop(&mut self) {
+        LIVE.with(|l| l.borrow_mut().remove(&(self.ps as usize)));
         // SAFETY: the event is this struct's own; nginx's posted queue
         // must not keep a pointer to it past this point.
         unsafe { ffi::ngx_python_unpost_event(&mut self.ev) };
@@ -141,10 +150,10 @@ pub unsafe fn start(r: *mut ngx_http_request_t, spec: Spec) -> PyResult<Response
         args = ffi::pool_str(pool, &q).ok_or_else(oom)?;
     }
     let clcf = ffi::http_loc_conf::<ffi::ngx_http_core_loc_conf_t>(r, &*(&raw const ffi::ngx_http_core_module));
-    let temp_dir = PathBuf::from(std::ffi::OsStr::from_encoded_bytes_unchecked(ffi::bytes(&(*(*clcf).client_body_temp_path).name)));
+    let temp_dir = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(ffi::bytes(&(*(*clcf).client_body_temp_path).name)));
     let cap = Rc::new(Capture::new((*clcf).subrequest_output_buffer_size, temp_dir));
     let c = (*r).connection;
-    let sub = ffi::pool_box(pool, SubCtx { cap: cap.clone(), ev: std::mem::zeroed(), c }).ok_or_else(oom)?;
+    let sub = ffi::pool_box(pool, SubCtx { cap: cap.clone(), ev: std::mem::zeroed(), c, ps: ptr::null_mut() }).ok_or_else(oom)?;
     (*sub).ev.handler = Some(on_event);
     (*sub).ev.data = sub as *mut c_void;
     (*sub).ev.log = (*c).log;
@@ -154,13 +163,13 @@ pub unsafe fn start(r: *mut ngx_http_request_t, spec: Spec) -> PyResult<Response
     }
     (*ps).handler = Some(post_subrequest);
     (*ps).data = sub as *mut c_void;
+    (*sub).ps = ps;
+    LIVE.with(|l| l.borrow_mut().insert(ps as usize));
     let mut sr: *mut ngx_http_request_t = ptr::null_mut();
     if ffi::ngx_http_subrequest(r, &mut uri, &mut args, &mut sr, ps, ffi::NGX_HTTP_SUBREQUEST_BACKGROUND as ffi::ngx_uint_t) != ffi::OK {
         return Err(PyRuntimeError::new_err("nginx could not start the subrequest (see the error log)"));
     }
     // From here on the subrequest exists: it runs whatever happens below.
-    let Some(fctx) = filters::ctx_or_new(sr) else { return Err(oom()) };
-    fctx.capture = Some(sub);
     (*sr).set_filter_need_in_memory(1);
     set_method(sr, &spec.method).ok_or_else(oom)?;
     set_request(sr, &spec).ok_or_else(oom)?;
@@ -274,6 +283,20 @@ unsafe fn request_body(pool: *mut ffi::ngx_pool_t, body: &[u8]) -> Option<*mut f
     (*rb).bufs = cl;
     (*rb).rest = 0;
     Some(rb)
+}
+
+/// The capture of `r` if it is a subrequest of `r.subrequest()`: known by
+/// its post_subrequest handler, which (unlike module contexts) survives
+/// the internal redirects of `error_page`, `try_files`, named locations.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn captured(r: *mut ngx_http_request_t) -> Option<*mut SubCtx> {
+    let ps = (*r).post_subrequest;
+    if r == (*r).main || ps.is_null() || !LIVE.with(|l| l.borrow().contains(&(ps as usize))) {
+        return None;
+    }
+    Some((*ps).data as *mut SubCtx)
 }
 
 /// The subrequest is complete: wake its reader from a posted event.
