@@ -119,7 +119,10 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         if let Some(h) = lcf.body_filter {
             if (*r).header_only() == 0 {
                 let Some(c) = ctx_or_new(r) else { return ffi::ERROR };
-                c.body = Some(BodyState::start(r, h));
+                // Once per response: replacements in flight own their memory.
+                if c.body.is_none() {
+                    c.body = Some(BodyState::start(r, h));
+                }
             }
         }
     }
