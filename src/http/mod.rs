@@ -15,6 +15,7 @@ mod output;
 pub mod request;
 mod set;
 pub mod subrequest;
+mod subrequest_request;
 mod subrequest_response;
 mod variables;
 mod wsgi;
