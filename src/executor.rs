@@ -12,7 +12,8 @@
 //!   `handle.cancel()` was called first (the request ended), which makes
 //!   the waiting call raise in the handler and lets it unwind.
 //! - `run_nonsuspending(task)`: runs a handler that must not suspend
-//!   (`python_set`, `python_log`): waiting raises RuntimeError there.
+//!   (`python_set`, `python_log`, the filters): waiting raises RuntimeError
+//!   there. `can_suspend()`: whether the running Python code may wait now.
 //! - `wait_event(ev, timeout)`: suspends the running handler until an event
 //!   of a connection nginx owns (a stream client) fires; `SUSPENDS` says
 //!   whether this build can wait at all.
