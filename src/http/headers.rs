@@ -252,6 +252,21 @@ impl OutputHeaders {
     }
 }
 
+/// Checks and adds one response header as `r.ho.add` does (headers nginx
+/// keeps once, such as Content-Type, are replaced): the WSGI response's
+/// headers go straight in through here.
+///
+/// # Safety
+/// `r` must be a live request whose header is not sent yet.
+pub(super) unsafe fn add(r: *mut ngx_http_request_t, name: &[u8], value: &[u8]) -> PyResult<()> {
+    check_header_name(name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    check_header_value(value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if !matches!(special(name), Special::None) {
+        remove(r, name);
+    }
+    set(r, name, value)
+}
+
 /// Removes every output header called `name`; true if there was one.
 unsafe fn remove(r: *mut ngx_http_request_t, name: &[u8]) -> bool {
     let ho = &mut (*r).headers_out;

@@ -13,6 +13,9 @@ pub mod request;
 mod set;
 mod variables;
 mod wsgi;
+mod wsgi_environ;
+mod wsgi_input;
+mod wsgi_response;
 
 use std::os::raw::{c_char, c_void};
 use std::ptr;
