@@ -33,6 +33,9 @@ pub struct LocConf {
     log: Vec<Handler>,
     /// `python_content` of this location.
     content: Option<Handler>,
+    /// `python_wsgi` in the unblock build: the content handler starts
+    /// before the body is in (`wsgi.input` waits for it as it arrives).
+    stream_body: bool,
 }
 
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;

@@ -14,6 +14,7 @@ use pyo3::types::PyModule;
 
 use super::{content, LocConf};
 use crate::core_module;
+use crate::executor;
 use crate::ffi::{self, ngx_command_t, ngx_conf_t};
 use crate::runtime::errors;
 
@@ -66,6 +67,7 @@ pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command
     });
     let Some(h) = handler else { return ffi::CONF_ERROR };
     lcf.content = Some(h);
+    lcf.stream_body = executor::SUSPENDS;
     (*clcf).handler = Some(content::content_handler);
     ptr::null_mut()
 }
