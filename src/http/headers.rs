@@ -34,7 +34,13 @@ fn special(name: &[u8]) -> Special {
             Special::Field(|h| &mut h.$f)
         };
     }
-    match name.to_ascii_lowercase().as_slice() {
+    // Lowercased on the stack: this runs for every header set.
+    let mut low = [0u8; 24];
+    let Some(low) = low.get_mut(..name.len()) else { return Special::None };
+    for (l, c) in low.iter_mut().zip(name) {
+        *l = c.to_ascii_lowercase();
+    }
+    match &*low {
         b"content-type" => Special::ContentType,
         b"content-length" => Special::ContentLength,
         b"location" => field!(location),

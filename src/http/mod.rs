@@ -14,6 +14,7 @@ mod set;
 mod variables;
 mod wsgi;
 mod wsgi_environ;
+mod wsgi_errors;
 mod wsgi_input;
 mod wsgi_response;
 

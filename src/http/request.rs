@@ -109,13 +109,13 @@ impl Request {
 
     /// Runs `send` (which queues body output) for a content handler:
     /// checks that sending is allowed and the body not complete, lends it
-    /// the list of queued pieces, and records `last`. `r.send` and the WSGI
-    /// response both go through here.
+    /// the list of queued pieces, and records whether `send` completed the
+    /// body (its result). `r.send` and the WSGI response both go through
+    /// here.
     pub(super) fn sending(
         &self,
         what: &str,
-        last: bool,
-        send: impl FnOnce(*mut ngx_http_request_t, &mut Vec<*mut u8>) -> PyResult<()>,
+        send: impl FnOnce(*mut ngx_http_request_t, &mut Vec<*mut u8>) -> PyResult<bool>,
     ) -> PyResult<()> {
         let r = self.raw()?;
         self.check_may_send(what)?;
@@ -125,8 +125,7 @@ impl Request {
         let mut pending = self.pending.take();
         let sent = send(r, &mut pending);
         self.pending.replace(pending);
-        sent?;
-        if last {
+        if sent? {
             self.finished.set(true);
         }
         Ok(())
@@ -249,7 +248,7 @@ impl Request {
         };
         let last = flags & SEND_LAST != 0;
         // SAFETY: `sending` hands over a live request.
-        self.sending("send", last, |r, pending| unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, pending) })
+        self.sending("send", |r, pending| unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, pending).map(|()| last) })
     }
 
     fn __repr__(&self) -> String {

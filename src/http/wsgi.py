@@ -5,10 +5,11 @@ content handler (nginx-python).
 imports the application and returns the function nginx calls for each
 request with `r`. That function runs the application; the per-request
 work is in Rust (functions the module gets when it is created):
-`environ(r, script_name, base)` builds `environ` (with `wsgi.input`) in one
-pass over nginx's request, `respond(r, status, headers, pieces, last)`
-sends the status line, headers and body pieces in one call (in the unblock
-build it waits while the client is slow: backpressure), and
+`environ(r, script_name, base)` builds `environ` (with `wsgi.input` and
+`wsgi.errors`) in one pass over nginx's request,
+`respond(r, status, headers, pieces, last, count)` checks and sends the
+status line, headers and body pieces in one call (in the unblock build it
+waits while the client is slow: backpressure), and
 `sendfile(r, status, headers, fd, offset)` serves `wsgi.file_wrapper`
 around a real file with nginx's sendfile.
 """
@@ -18,7 +19,6 @@ import io
 import os
 import sys
 
-import ngx
 
 _UNBLOCK = '_ngx_unblock' in sys.modules
 
@@ -68,30 +68,6 @@ def handler(spec, script_name, conf_id):
     return lambda r: serve(app, script_name, r)
 
 
-class Errors:
-    """wsgi.errors: lines into nginx's error log (level error)."""
-
-    def __init__(self, r):
-        self._r = r
-        self._buf = ''
-
-    def write(self, s):
-        self._buf += s
-        while '\n' in self._buf:
-            line, self._buf = self._buf.split('\n', 1)
-            self._r.log(line, ngx.LOG_ERR)
-        return len(s)
-
-    def writelines(self, lines):
-        for s in lines:
-            self.write(s)
-
-    def flush(self):
-        if self._buf:
-            self._r.log(self._buf, ngx.LOG_ERR)
-            self._buf = ''
-
-
 class FileWrapper:
     """wsgi.file_wrapper: iterates a file in blocks, and closes it. Returned
     as is for a regular file opened in binary mode, nginx sends the file
@@ -113,18 +89,6 @@ class FileWrapper:
         raise StopIteration
 
 
-def _status(status, headers):
-    """The status code of a start_response() status line."""
-    if type(status) is not str:
-        raise TypeError('WSGI status must be a str, not %s' % type(status).__name__)
-    code = status[:3]
-    if len(status) < 5 or not code.isdigit() or status[3] != ' ':
-        raise ValueError('WSGI status must be "NNN Reason", not %r' % status)
-    if type(headers) is not list:
-        raise TypeError('WSGI response headers must be a list, not %s' % type(headers).__name__)
-    return int(code)
-
-
 def _file_fd(wrapper):
     """The descriptor and position of a FileWrapper's file when nginx can
     send it itself (a binary file with a descriptor), else None."""
@@ -139,20 +103,17 @@ def _file_fd(wrapper):
 
 def serve(app, script_name, r):
     env = environ(r, script_name, _BASE)
-    errors = env['wsgi.errors'] = Errors(r)
-    env['ngx.request'] = r
+    errors = env['wsgi.errors']
     status = headers = None
     sent = False
+    count = 0       # body bytes sent; -1 once the response is complete
 
     def write(data):
-        nonlocal sent
+        nonlocal sent, count
         if status is None:
             raise AssertionError('write() before start_response()')
-        if sent:
-            respond(r, 0, None, (data,), False)
-        else:
-            respond(r, status, headers, (data,), False)
-            sent = True
+        count = respond(r, status, None if sent else headers, (data,), False, count)
+        sent = True
 
     def start_response(status_line, response_headers, exc_info=None):
         nonlocal status, headers
@@ -164,7 +125,8 @@ def serve(app, script_name, r):
                 exc_info = None
         elif status is not None:
             raise AssertionError('start_response() called again without exc_info')
-        status = _status(status_line, response_headers)
+        # checked when they are sent (respond)
+        status = status_line
         headers = response_headers
         return write
 
@@ -175,7 +137,7 @@ def serve(app, script_name, r):
             # The whole body at once: one call with the headers.
             if status is None:
                 raise AssertionError('the application returned without calling start_response()')
-            respond(r, status, None if sent else headers, result, True)
+            respond(r, status, None if sent else headers, result, True, count)
         else:
             fd = _file_fd(result) if kind is FileWrapper and not sent and status is not None else None
             if fd is None or not sendfile(r, status, headers, fd[0], fd[1]):
@@ -183,7 +145,8 @@ def serve(app, script_name, r):
                     write(data)
                 if status is None:
                     raise AssertionError('the application returned without calling start_response()')
-                respond(r, status, None if sent else headers, (), True)
+                if count >= 0:
+                    respond(r, status, None if sent else headers, (), True, count)
     finally:
         close = getattr(result, 'close', None)
         if close is not None:
@@ -191,8 +154,15 @@ def serve(app, script_name, r):
         errors.flush()
 
 
-# The keys every environ has; `environ()` copies them.
+# The keys every environ has; `environ()` copies them and fills in the
+# request's. Those set per request are here too (as None), so that the copy
+# has room for them and filling them in never resizes it.
 _BASE = {
+    'REQUEST_METHOD': None, 'SCRIPT_NAME': None, 'PATH_INFO': None,
+    'QUERY_STRING': None, 'REQUEST_URI': None, 'SERVER_PROTOCOL': None,
+    'SERVER_NAME': None, 'SERVER_PORT': None, 'REMOTE_ADDR': None,
+    'REMOTE_PORT': None, 'wsgi.url_scheme': None, 'wsgi.input': None,
+    'wsgi.errors': None, 'ngx.request': None,
     'wsgi.version': (1, 0),
     'wsgi.multithread': _UNBLOCK,
     'wsgi.multiprocess': True,

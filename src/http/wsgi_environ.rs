@@ -8,16 +8,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::request::Request;
+use super::wsgi_errors::Errors;
 use super::wsgi_input::Input;
 use crate::ffi::{self, ngx_table_elt_t};
 
 /// PEP 3333 text: each byte one code point.
-fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
-    if b.is_ascii() {
-        // SAFETY: ASCII is UTF-8.
-        PyString::new(py, unsafe { std::str::from_utf8_unchecked(b) })
-    } else {
-        PyString::new(py, &b.iter().map(|&c| c as char).collect::<String>())
+fn latin1<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: CPython copies `len` bytes from `b` (alive for the call) into
+    // a new str and returns a new reference (or NULL with an exception).
+    unsafe {
+        let s = pyo3::ffi::PyUnicode_DecodeLatin1(b.as_ptr() as *const std::os::raw::c_char, b.len() as pyo3::ffi::Py_ssize_t, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked())
     }
 }
 
@@ -59,13 +60,13 @@ pub fn environ<'py>(r: &Bound<'py, Request>, script_name: &str, base: &Bound<'py
         } else {
             uri
         };
-        env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, ffi::bytes(&(*req).method_name)))?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, ffi::bytes(&(*req).method_name))?)?;
         env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, ffi::bytes(&(*req).args)))?;
-        env.set_item(intern!(py, "REQUEST_URI"), latin1(py, ffi::bytes(&(*req).unparsed_uri)))?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info)?)?;
+        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, ffi::bytes(&(*req).args))?)?;
+        env.set_item(intern!(py, "REQUEST_URI"), latin1(py, ffi::bytes(&(*req).unparsed_uri))?)?;
         let proto = ffi::bytes(&(*req).http_protocol);
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), latin1(py, if proto.is_empty() { b"HTTP/1.0" } else { proto }))?;
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), latin1(py, if proto.is_empty() { b"HTTP/1.0" } else { proto })?)?;
 
         let cscf = *(*req).srv_conf.add(ffi::ngx_http_core_module.ctx_index) as *mut ffi::ngx_http_core_srv_conf_t;
         let mut server_name = ffi::bytes(&(*cscf).server_name).to_vec();
@@ -79,9 +80,9 @@ pub fn environ<'py>(r: &Bound<'py, Request>, script_name: &str, base: &Bound<'py
         if want_text {
             server_name = ffi::bytes(&text).to_vec();
         }
-        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &server_name))?;
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &server_name)?)?;
         env.set_item(intern!(py, "SERVER_PORT"), port_text((*c).local_sockaddr))?;
-        env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, ffi::bytes(&(*c).addr_text)))?;
+        env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, ffi::bytes(&(*c).addr_text))?)?;
         env.set_item(intern!(py, "REMOTE_PORT"), port_text((*c).sockaddr))?;
         let scheme = if ffi::ngx_python_connection_is_ssl(c) != 0 { intern!(py, "https") } else { intern!(py, "http") };
         env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
@@ -92,16 +93,16 @@ pub fn environ<'py>(r: &Bound<'py, Request>, script_name: &str, base: &Bound<'py
                 continue; // deleted; CONTENT_LENGTH below; httpoxy
             }
             let key = if name.eq_ignore_ascii_case(b"content-type") { b"CONTENT_TYPE".to_vec() } else { cgi_name(name) };
-            let key = latin1(py, &key);
+            let key = latin1(py, &key)?;
             let value = match env.get_item(&key)? {
                 // Repeated headers: one value, joined with ",".
                 Some(old) => {
                     let mut joined = old.extract::<String>()?;
                     joined.push(',');
-                    joined.push_str(&latin1(py, value).to_cow()?);
+                    joined.push_str(&latin1(py, value)?.to_cow()?);
                     PyString::new(py, &joined)
                 }
-                None => latin1(py, value),
+                None => latin1(py, value)?,
             };
             env.set_item(key, value)?;
         }
@@ -111,6 +112,8 @@ pub fn environ<'py>(r: &Bound<'py, Request>, script_name: &str, base: &Bound<'py
             env.set_item(intern!(py, "CONTENT_LENGTH"), n.to_string())?;
         }
         env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
+        env.set_item(intern!(py, "wsgi.errors"), Bound::new(py, Errors::new(r))?)?;
+        env.set_item(intern!(py, "ngx.request"), r)?;
     }
     Ok(env)
 }

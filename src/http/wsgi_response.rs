@@ -50,23 +50,47 @@ unsafe fn set_headers(r: *mut ngx_http_request_t, status: usize, list: &Bound<'_
     Ok(has_length)
 }
 
-/// Sends, in one go: the status line and `headers` (unless None: already
-/// sent), then the `body` pieces (each must be bytes); `last` ends the
-/// response. When the whole response is here (`last` with the headers)
-/// and the application set no Content-Length, it is the body's size.
+/// The code of a `start_response` status line ("NNN Reason").
+fn status_code(status: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let Ok(text) = status.cast::<PyString>() else {
+        return Err(PyTypeError::new_err(format!("WSGI status must be a str, not {}", status.get_type().name()?)));
+    };
+    let text = text.to_cow()?;
+    let b = text.as_bytes();
+    if b.len() < 5 || !b[..3].iter().all(u8::is_ascii_digit) || b[3] != b' ' {
+        return Err(PyValueError::new_err(format!("WSGI status must be \"NNN Reason\", not {text:?}")));
+    }
+    Ok(b[..3].iter().fold(0, |n, &c| n * 10 + (c - b'0') as usize))
+}
+
+/// `start_response`'s headers: exactly a list.
+fn header_list<'a, 'py>(headers: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyList>> {
+    headers.cast_exact::<PyList>().map_err(|_| {
+        let kind = headers.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        PyTypeError::new_err(format!("WSGI response headers must be a list, not {kind}"))
+    })
+}
+
+/// Sends, in one go: the status line and `headers` of `start_response`
+/// (unless `headers` is None: already sent), then the `body` pieces (each
+/// must be bytes); `last` ends the response. `count` is the body bytes sent
+/// so far; returns the new count, or -1 once the response is complete —
+/// at `last`, or as soon as the body reaches the Content-Length, which
+/// then needs no further call into nginx. When the whole response is here
+/// (`last` with the headers) and the application set no Content-Length,
+/// it is the body's size.
 #[pyfunction]
-#[pyo3(signature = (r, status, headers, body, last))]
-pub fn respond(r: &Bound<'_, Request>, status: usize, headers: Option<&Bound<'_, PyList>>, body: &Bound<'_, PyAny>, last: bool) -> PyResult<()> {
+#[pyo3(signature = (r, status, headers, body, last, count))]
+pub fn respond(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: Option<&Bound<'_, PyAny>>, body: &Bound<'_, PyAny>, last: bool, count: i64) -> PyResult<i64> {
     let mut data: Vec<u8> = Vec::new();
     let mut one: Option<Bound<'_, PyBytes>> = None;
-    let mut count = 0;
+    let mut pieces = 0;
     for piece in body.try_iter()? {
-        let piece = piece?;
-        let Ok(b) = piece.cast_into::<PyBytes>() else {
+        let Ok(b) = piece?.cast_into::<PyBytes>() else {
             return Err(PyTypeError::new_err("WSGI body data must be bytes"));
         };
-        count += 1;
-        match count {
+        pieces += 1;
+        match pieces {
             1 => one = Some(b),
             2 => {
                 data.extend_from_slice(one.as_ref().expect("first piece").as_bytes());
@@ -75,8 +99,22 @@ pub fn respond(r: &Bound<'_, Request>, status: usize, headers: Option<&Bound<'_,
             _ => data.extend_from_slice(b.as_bytes()),
         }
     }
-    let bytes: &[u8] = if count == 1 { one.as_ref().expect("one piece").as_bytes() } else { &data };
-    r.borrow().sending("send", last, |req, pending| {
+    let bytes: &[u8] = if pieces == 1 { one.as_ref().expect("one piece").as_bytes() } else { &data };
+    if count < 0 {
+        // Complete already: only empty pieces may follow.
+        if !bytes.is_empty() {
+            return Err(PyValueError::new_err("the WSGI response body is longer than its Content-Length"));
+        }
+        return Ok(-1);
+    }
+    let status = match headers {
+        Some(_) => status_code(status)?,
+        None => 0,
+    };
+    let headers = headers.map(header_list).transpose()?;
+    let total = count + bytes.len() as i64;
+    let mut complete = last;
+    r.borrow().sending("send", |req, pending| {
         // SAFETY: `sending` hands over the live request of a content handler.
         unsafe {
             if let Some(list) = headers {
@@ -88,9 +126,13 @@ pub fn respond(r: &Bound<'_, Request>, status: usize, headers: Option<&Bound<'_,
                 }
                 output::send_header(req)?;
             }
-            output::send(req, bytes, false, last, pending)
+            let length = (*req).headers_out.content_length_n;
+            complete |= length >= 0 && total >= length;
+            output::send(req, bytes, false, complete, pending)?;
+            Ok(complete)
         }
-    })
+    })?;
+    Ok(if complete { -1 } else { total })
 }
 
 /// `wsgi.file_wrapper` around a regular file: its bytes from `offset` to
@@ -100,7 +142,8 @@ pub fn respond(r: &Bound<'_, Request>, status: usize, headers: Option<&Bound<'_,
 /// soon as this returns. False (nothing sent) when `fd` is not a regular
 /// file.
 #[pyfunction]
-pub fn sendfile(r: &Bound<'_, Request>, status: usize, headers: &Bound<'_, PyList>, fd: i32, offset: i64) -> PyResult<bool> {
+pub fn sendfile(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>, fd: i32, offset: i64) -> PyResult<bool> {
+    let (status, headers) = (status_code(status)?, header_list(headers)?);
     // SAFETY: fstat of a descriptor the application handed over.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -108,7 +151,7 @@ pub fn sendfile(r: &Bound<'_, Request>, status: usize, headers: &Bound<'_, PyLis
     }
     let offset = offset.clamp(0, st.st_size);
     let size = st.st_size - offset;
-    r.borrow().sending("send", true, |req, pending| {
+    r.borrow().sending("send", |req, pending| {
         // SAFETY: `sending` hands over the live request of a content
         // handler; the buffer, file and cleanup are in its pool, so they
         // live as long as nginx may still be sending them.
@@ -121,7 +164,7 @@ pub fn sendfile(r: &Bound<'_, Request>, status: usize, headers: &Bound<'_, PyLis
             }
             output::send_header(req)?;
             if (*req).header_only() != 0 || size == 0 {
-                return output::send(req, &[], false, true, pending);
+                return output::send(req, &[], false, true, pending).map(|()| true);
             }
             let file = pool_file(req, fd)?;
             let b = ffi::ngx_pcalloc((*req).pool, std::mem::size_of::<ffi::ngx_buf_t>()) as *mut ffi::ngx_buf_t;
@@ -135,7 +178,7 @@ pub fn sendfile(r: &Bound<'_, Request>, status: usize, headers: &Bound<'_, PyLis
             (*b).set_last_buf(((*req).main == req) as u32);
             (*b).set_last_in_chain(1);
             let mut out = ffi::ngx_chain_t { buf: b, next: std::ptr::null_mut() };
-            output::send_chain(req, &mut out, pending)
+            output::send_chain(req, &mut out, pending).map(|()| true)
         }
     })?;
     Ok(true)
