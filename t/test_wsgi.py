@@ -182,6 +182,17 @@ def _lines(environ, start_response):
 
 lines_app = validator(_lines)
 
+def sized(environ, start_response):
+    # Content-Length given: the piece that reaches it ends the response;
+    # a longer body is the application's error
+    n = int(environ['QUERY_STRING'] or 0)
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '10')])
+    yield b'12345'
+    yield b'67890'
+    yield b''
+    if n:
+        yield b'x' * n
+
 def file_app(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return environ['wsgi.file_wrapper'](open(__file__, 'rb'), 1000)
@@ -427,6 +438,28 @@ class Wsgi(harness.NginxTestCase):
         status, _, answer = self.get('/lines', method='POST', body=big)
         self.assertEqual(status, 200, self.error_log())
         self.assertTrue(answer.decode().endswith(' %s %d' % (hashlib.sha256(big).hexdigest(), len(big))), answer)
+
+    def test_content_length_ends_the_response(self):
+        self.start_apps('''
+            location /sized { python_wsgi apps:sized; }
+        ''')
+        self.assertEqual(self.get('/sized')[::2], (200, b'1234567890'))
+        self.assertNotIn('[error]', self.error_log())
+        raw = self.raw(b'GET /sized?3 HTTP/1.1\r\nHost: x\r\n\r\n')
+        self.assertTrue(raw.endswith(b'\r\n\r\n1234567890'), raw)    # nothing more
+        self.wait_log('longer than its Content-Length')
+
+    def test_body_ignored_by_the_application(self):
+        # the application answers without reading the body (in the unblock
+        # build, most of it has not arrived yet): nginx discards the rest
+        self.start_apps('''
+            client_max_body_size 64m;
+            location /404 { python_wsgi apps:status_app; }
+        ''')
+        for _ in range(2):
+            status, _, body = self.get('/404', method='POST', body=b'z' * (8 << 20))
+            self.assertEqual((status, body), (404, b'nothing here'))
+        self.assertEqual(self.get('/404')[0], 404)
 
     def test_import_error_fails_configuration(self):
         rc, out = self.nginx_t(http='''
