@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -192,6 +193,15 @@ def sized(environ, start_response):
     yield b''
     if n:
         yield b'x' * n
+
+def errors_app(environ, start_response):
+    err = environ['wsgi.errors']
+    err.write('first\nsec')
+    err.writelines(['ond\n', 'bad \udcff byte\n'])
+    print('printed', 42, file=err)
+    err.write('unterminated')
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
 
 def file_app(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -460,6 +470,17 @@ class Wsgi(harness.NginxTestCase):
             status, _, body = self.get('/404', method='POST', body=b'z' * (8 << 20))
             self.assertEqual((status, body), (404, b'nothing here'))
         self.assertEqual(self.get('/404')[0], 404)
+
+    def test_wsgi_errors(self):
+        self.start_apps('''
+            location /err { python_wsgi apps:errors_app; }
+        ''')
+        self.assertEqual(self.get('/err')[::2], (200, b'ok'))
+        got = re.findall(r'\[error\] \d+#\d+: \*\d+ (.*?), client:', self.error_log())
+        self.assertEqual(len(got), 5, got)
+        # a lone surrogate is replaced, the line is still logged
+        self.assertTrue(got[2].startswith('bad ') and got[2].endswith(' byte'), got)
+        self.assertEqual(got[:2] + got[3:], ['first', 'second', 'printed 42', 'unterminated'])
 
     def test_import_error_fails_configuration(self):
         rc, out = self.nginx_t(http='''

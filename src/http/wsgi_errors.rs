@@ -2,6 +2,7 @@
 //! error, with the request's context), one entry per line.
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use super::request::Request;
 use crate::ffi;
@@ -28,8 +29,10 @@ impl Errors {
 
 #[pymethods]
 impl Errors {
-    fn write(&mut self, py: Python<'_>, s: &str) -> PyResult<usize> {
-        self.partial.push_str(s);
+    /// Text only, as PEP 3333 says (lone surrogates become U+FFFD).
+    fn write(&mut self, py: Python<'_>, s: &Bound<'_, PyString>) -> PyResult<usize> {
+        let s = s.to_string_lossy();
+        self.partial.push_str(&s);
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
             self.log(py, &line[..i])?;
@@ -39,7 +42,7 @@ impl Errors {
 
     fn writelines(&mut self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for s in lines.try_iter()? {
-            self.write(py, &s?.extract::<String>()?)?;
+            self.write(py, s?.cast::<PyString>()?)?;
         }
         Ok(())
     }
