@@ -65,13 +65,31 @@ impl std::fmt::Display for HeaderError {
     }
 }
 
+/// The bytes allowed in a header name (RFC 9110 `tchar`): one lookup per
+/// byte, as this runs for every header a response sets.
+const TOKEN_CHAR: [bool; 256] = {
+    const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        let mut sep = false;
+        let mut i = 0;
+        while i < SEPARATORS.len() {
+            sep |= SEPARATORS[i] == c as u8;
+            i += 1;
+        }
+        t[c] = !sep;
+        c += 1;
+    }
+    t
+};
+
 /// A header name must be an RFC 9110 token: no separators, spaces or controls.
 pub fn check_header_name(name: &[u8]) -> Result<(), HeaderError> {
     if name.is_empty() {
         return Err(HeaderError::EmptyName);
     }
-    const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
-    match name.iter().find(|&&c| c <= 0x20 || c >= 0x7f || SEPARATORS.contains(&c)) {
+    match name.iter().find(|&&c| !TOKEN_CHAR[c as usize]) {
         Some(&c) => Err(HeaderError::BadNameChar(c)),
         None => Ok(()),
     }

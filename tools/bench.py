@@ -464,6 +464,26 @@ def print_extra(rounds):
     sys.stdout.flush()
 
 
+def print_wsgi_instructions(a):
+    """Instructions per request of the Flask views hosted by python_wsgi
+    (callgrind: stable on a loaded machine, unlike req/s)."""
+    if not shutil.which('valgrind'):
+        print('\nWSGI instructions per request: valgrind is not installed (skipped)')
+        return
+    cases = [('hello', 'return'), ('hello', 'wsgi'), ('json', 'wsgi')]
+    counts = {flavour: callgrind(DEBIAN_NGINX, so, cases)
+              for flavour, so in (('sync', a.sync_so), ('unblock', a.unblock_so))}
+    print('\nFlask under python_wsgi, instructions per request (callgrind, whole nginx '
+          'process, one keep-alive connection, 1,000 requests after 200 of warm-up):\n')
+    print('| Flask view | python_wsgi (sync) | python_wsgi (unblock) |')
+    print('|---|---|---|')
+    for case in ('hello', 'json'):
+        print('| %s | %s | %s |' % ((case,) + tuple(
+            format(round(counts[f][case, 'wsgi']), ',') for f in ('sync', 'unblock'))))
+    print('\n(`return 200`: %s instructions per request)' % format(round(counts['sync']['hello', 'return']), ','))
+    sys.stdout.flush()
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -502,6 +522,8 @@ def main():
             print_extra(extra)
         finally:
             stop_app_servers(servers)
+        if not a.no_callgrind:
+            print_wsgi_instructions(a)
     if 'main' not in only:
         return
     rounds = []

@@ -55,3 +55,14 @@ ngx_python_close_events(ngx_connection_t *c, ngx_uint_t closing)
         ngx_delete_posted_event(c->write);
     }
 }
+
+ngx_uint_t
+ngx_python_connection_is_ssl(ngx_connection_t *c)
+{
+#if (NGX_SSL)
+    return c->ssl != NULL;
+#else
+    (void) c;
+    return 0;
+#endif
+}

@@ -21,4 +21,8 @@ void ngx_python_unpost_event(ngx_event_t *ev);
  * the kernel drops it from epoll by itself. */
 void ngx_python_close_events(ngx_connection_t *c, ngx_uint_t closing);
 
+/* 1 when the connection is TLS (`c->ssl` exists only when nginx is built
+ * with SSL): WSGI's url_scheme. */
+ngx_uint_t ngx_python_connection_is_ssl(ngx_connection_t *c);
+
 #endif

@@ -19,6 +19,11 @@ use crate::runtime::errors::log_exception;
 const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if loc_conf(r).stream_body {
+        // nginx calls `body_read` after its first read; the handler reads
+        // the rest (`wsgi_input`).
+        (*r).set_request_body_no_buffering(1);
+    }
     let rc = ffi::ngx_http_read_client_request_body(r, Some(body_read));
     if rc >= ffi::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
         return rc;

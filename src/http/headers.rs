@@ -34,7 +34,13 @@ fn special(name: &[u8]) -> Special {
             Special::Field(|h| &mut h.$f)
         };
     }
-    match name.to_ascii_lowercase().as_slice() {
+    // Lowercased on the stack: this runs for every header set.
+    let mut low = [0u8; 24];
+    let Some(low) = low.get_mut(..name.len()) else { return Special::None };
+    for (l, c) in low.iter_mut().zip(name) {
+        *l = c.to_ascii_lowercase();
+    }
+    match &*low {
         b"content-type" => Special::ContentType,
         b"content-length" => Special::ContentLength,
         b"location" => field!(location),
@@ -250,6 +256,21 @@ impl OutputHeaders {
             set(r, &name, &value)
         }
     }
+}
+
+/// Checks and adds one response header as `r.ho.add` does (headers nginx
+/// keeps once, such as Content-Type, are replaced): the WSGI response's
+/// headers go straight in through here.
+///
+/// # Safety
+/// `r` must be a live request whose header is not sent yet.
+pub(super) unsafe fn add(r: *mut ngx_http_request_t, name: &[u8], value: &[u8]) -> PyResult<()> {
+    check_header_name(name).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    check_header_value(value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if !matches!(special(name), Special::None) {
+        remove(r, name);
+    }
+    set(r, name, value)
 }
 
 /// Removes every output header called `name`; true if there was one.

@@ -19,6 +19,10 @@ mod subrequest_request;
 mod subrequest_response;
 mod variables;
 mod wsgi;
+mod wsgi_environ;
+mod wsgi_errors;
+mod wsgi_input;
+mod wsgi_response;
 
 use std::os::raw::{c_char, c_void};
 use std::ptr;
@@ -39,6 +43,9 @@ pub struct LocConf {
     /// `python_header_filter` / `python_body_filter`; None inherits.
     header_filter: Option<Handler>,
     body_filter: Option<Handler>,
+    /// `python_wsgi` in the unblock build: the content handler starts
+    /// before the body is in (`wsgi.input` waits for it as it arrives).
+    stream_body: bool,
 }
 
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;

@@ -65,7 +65,18 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
         (*b).set_last_in_chain(1);
     }
     let mut out = ffi::ngx_chain_t { buf: b, next: std::ptr::null_mut() };
-    let rc = ffi::ngx_http_output_filter(r, &mut out);
+    send_chain(r, &mut out, pending)
+}
+
+/// Passes `out` to nginx's output filters, then (unblock builds) waits
+/// while the client is slow; once all is written, frees the `pending`
+/// pieces.
+///
+/// # Safety
+/// `r` must be a live request whose header is out; `out` a chain of
+/// buffers that stay valid until nginx has written them.
+pub unsafe fn send_chain(r: *mut ngx_http_request_t, out: *mut ffi::ngx_chain_t, pending: &mut Vec<*mut u8>) -> PyResult<()> {
+    let rc = ffi::ngx_http_output_filter(r, out);
     if rc == ffi::ERROR {
         return Err(PyConnectionError::new_err("sending the response body failed"));
     }

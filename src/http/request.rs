@@ -107,6 +107,30 @@ impl Request {
         )))
     }
 
+    /// Runs `send` (which queues body output) for a content handler:
+    /// checks that sending is allowed and the body not complete, lends it
+    /// the list of queued pieces, and records whether `send` completed the
+    /// body (its result). `r.send` and the WSGI response both go through
+    /// here.
+    pub(super) fn sending(
+        &self,
+        what: &str,
+        send: impl FnOnce(*mut ngx_http_request_t, &mut Vec<*mut u8>) -> PyResult<bool>,
+    ) -> PyResult<()> {
+        let r = self.raw()?;
+        self.check_may_send(what)?;
+        if self.finished.get() {
+            return Err(PyRuntimeError::new_err("the response is complete (sent with ngx.SEND_LAST)"));
+        }
+        let mut pending = self.pending.take();
+        let sent = send(r, &mut pending);
+        self.pending.replace(pending);
+        if sent? {
+            self.finished.set(true);
+        }
+        Ok(())
+    }
+
     /// The nginx request, or RuntimeError once it has ended.
     pub(super) fn raw(&self) -> PyResult<*mut ngx_http_request_t> {
         let r = self.r.get();
@@ -218,25 +242,13 @@ impl Request {
     /// Sends a piece of the body (headers first if not sent yet).
     #[pyo3(signature = (data = None, flags = 0))]
     fn send(&self, data: Option<&Bound<'_, PyAny>>, flags: i64) -> PyResult<()> {
-        let r = self.raw()?;
-        self.check_may_send("send")?;
-        if self.finished.get() {
-            return Err(PyRuntimeError::new_err("the response is complete (sent with ngx.SEND_LAST)"));
-        }
         let bytes = match data {
             Some(d) => crate::runtime::convert::data_bytes(d, "data")?,
             None => std::borrow::Cow::Borrowed(&[][..]),
         };
         let last = flags & SEND_LAST != 0;
-        let mut pending = self.pending.take();
-        // SAFETY: live request.
-        let sent = unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, &mut pending) };
-        self.pending.replace(pending);
-        sent?;
-        if last {
-            self.finished.set(true);
-        }
-        Ok(())
+        // SAFETY: `sending` hands over a live request.
+        self.sending("send", |r, pending| unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, pending).map(|()| last) })
     }
 
     /// Starts a subrequest (unblock builds); its response object waits

@@ -3,9 +3,15 @@ content handler (nginx-python).
 
 `handler(spec, script_name, conf_id)` is called at configuration time: it
 imports the application and returns the function nginx calls for each
-request with `r`. That function builds `environ` from `r`, runs the
-application and sends what it returns with `r.send` (which, in the unblock
-build, waits while the client is slow: backpressure).
+request with `r`. That function runs the application; the per-request
+work is in Rust (functions the module gets when it is created):
+`environ(r, script_name, base)` builds `environ` (with `wsgi.input` and
+`wsgi.errors`) in one pass over nginx's request,
+`respond(r, status, headers, pieces, last, count)` checks and sends the
+status line, headers and body pieces in one call (in the unblock build it
+waits while the client is slow: backpressure), and
+`sendfile(r, status, headers, fd, offset)` serves `wsgi.file_wrapper`
+around a real file with nginx's sendfile.
 """
 
 import importlib
@@ -13,7 +19,6 @@ import io
 import os
 import sys
 
-import ngx
 
 _UNBLOCK = '_ngx_unblock' in sys.modules
 
@@ -23,10 +28,6 @@ _UNBLOCK = '_ngx_unblock' in sys.modules
 _last_conf = None
 _app_modules = set()
 
-_HOP_BY_HOP = frozenset((
-    'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
-    'te', 'trailers', 'transfer-encoding', 'upgrade',
-))
 
 
 def _installed(path):
@@ -67,32 +68,10 @@ def handler(spec, script_name, conf_id):
     return lambda r: serve(app, script_name, r)
 
 
-class Errors:
-    """wsgi.errors: lines into nginx's error log (level error)."""
-
-    def __init__(self, r):
-        self._r = r
-        self._buf = ''
-
-    def write(self, s):
-        self._buf += s
-        while '\n' in self._buf:
-            line, self._buf = self._buf.split('\n', 1)
-            self._r.log(line, ngx.LOG_ERR)
-        return len(s)
-
-    def writelines(self, lines):
-        for s in lines:
-            self.write(s)
-
-    def flush(self):
-        if self._buf:
-            self._r.log(self._buf, ngx.LOG_ERR)
-            self._buf = ''
-
-
 class FileWrapper:
-    """wsgi.file_wrapper: iterates a file in blocks, and closes it."""
+    """wsgi.file_wrapper: iterates a file in blocks, and closes it. Returned
+    as is for a regular file opened in binary mode, nginx sends the file
+    itself (sendfile) from its current position."""
 
     def __init__(self, filelike, blksize=65536):
         self.filelike = filelike
@@ -110,118 +89,84 @@ class FileWrapper:
         raise StopIteration
 
 
-def _latin1(s):
-    """nginx's text (UTF-8 with surrogateescape) as PEP 3333 wants it: the
-    raw bytes decoded as latin-1."""
-    return s.encode('utf-8', 'surrogateescape').decode('latin-1')
-
-
-def environ_of(r, script_name):
-    v = r.var
-    uri = _latin1(v['uri'])
-    if script_name and (uri == script_name or uri.startswith(script_name + '/')):
-        path_info = uri[len(script_name):]
-    else:
-        path_info = uri
-    body = r.body
-    env = {
-        'REQUEST_METHOD': v['request_method'],
-        'SCRIPT_NAME': script_name,
-        'PATH_INFO': path_info,
-        'QUERY_STRING': _latin1(v.get('args') or ''),
-        'SERVER_NAME': v.get('server_name') or v['server_addr'],
-        'SERVER_PORT': v['server_port'],
-        'SERVER_PROTOCOL': v.get('server_protocol') or 'HTTP/1.0',
-        'REMOTE_ADDR': v['remote_addr'],
-        'REMOTE_PORT': v.get('remote_port') or '',
-        'REQUEST_URI': _latin1(v['request_uri']),
-        'wsgi.version': (1, 0),
-        'wsgi.url_scheme': v['scheme'],
-        'wsgi.input': io.BytesIO(body or b''),
-        'wsgi.errors': Errors(r),
-        'wsgi.multithread': _UNBLOCK,
-        'wsgi.multiprocess': True,
-        'wsgi.run_once': False,
-        'wsgi.file_wrapper': FileWrapper,
-        'ngx.request': r,
-    }
-    hi = r.hi
-    for name in hi:
-        key = name.upper().replace('-', '_')
-        value = ','.join(_latin1(x) for x in hi.get_all(name))
-        if key == 'CONTENT_TYPE':
-            env['CONTENT_TYPE'] = value
-        elif key == 'CONTENT_LENGTH':
-            pass
-        elif key not in ('PROXY',):  # httpoxy
-            env['HTTP_' + key] = value
-    if body is not None:
-        env['CONTENT_LENGTH'] = str(len(body))
-    return env
-
-
-def _check_headers(status, headers):
-    if not isinstance(status, str):
-        raise TypeError('WSGI status must be a str, not %s' % type(status).__name__)
-    code = status.split(' ', 1)[0]
-    if len(code) != 3 or not code.isdigit() or ' ' not in status:
-        raise ValueError('WSGI status must be "NNN Reason", not %r' % status)
-    if type(headers) is not list:
-        raise TypeError('WSGI response headers must be a list, not %s' % type(headers).__name__)
-    for h in headers:
-        if type(h) is not tuple or len(h) != 2 or not all(type(x) is str for x in h):
-            raise TypeError('WSGI response headers must be (str, str) tuples, not %r' % (h,))
-        if h[0].lower() in _HOP_BY_HOP:
-            raise ValueError('WSGI applications must not set the hop-by-hop header %r' % h[0])
-    return int(code)
+def _file_fd(wrapper):
+    """The descriptor and position of a FileWrapper's file when nginx can
+    send it itself (a binary file with a descriptor), else None."""
+    f = wrapper.filelike
+    if isinstance(f, io.TextIOBase):
+        return None
+    try:
+        return f.fileno(), f.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def serve(app, script_name, r):
-    environ = environ_of(r, script_name)
-    state = {'status': None, 'headers': None, 'sent': False}
-
-    def send_headers():
-        r.status = state['status']
-        for name, value in state['headers']:
-            r.ho.add(name, value.encode('latin-1'))
-        state['sent'] = True
+    env = environ(r, script_name, _BASE)
+    errors = env['wsgi.errors']
+    status = headers = None
+    sent = False
+    count = 0       # body bytes sent; -1 once the response is complete
 
     def write(data):
-        if state['status'] is None:
+        nonlocal sent, count
+        if status is None:
             raise AssertionError('write() before start_response()')
-        if type(data) is not bytes:
-            raise TypeError('WSGI body data must be bytes, not %s' % type(data).__name__)
-        if not state['sent']:
-            send_headers()
-        if data:
-            r.send(data)
+        count = respond(r, status, None if sent else headers, (data,), False, count)
+        sent = True
 
-    def start_response(status, headers, exc_info=None):
+    def start_response(status_line, response_headers, exc_info=None):
+        nonlocal status, headers
         if exc_info is not None:
             try:
-                if state['sent']:
+                if sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif state['status'] is not None:
+        elif status is not None:
             raise AssertionError('start_response() called again without exc_info')
-        state['status'] = _check_headers(status, headers)
-        state['headers'] = headers
+        # checked when they are sent (respond)
+        status = status_line
+        headers = response_headers
         return write
 
-    result = app(environ, start_response)
+    result = app(env, start_response)
     try:
-        for data in result:
-            write(data)
-        if state['status'] is None:
-            raise AssertionError('the application returned without calling start_response()')
-        if not state['sent']:
-            if not any(n.lower() == 'content-length' for n, _ in state['headers']):
-                r.ho['Content-Length'] = 0
-            send_headers()
-        r.send(None, ngx.SEND_LAST)
+        kind = type(result)
+        if kind is list or kind is tuple:
+            # The whole body at once: one call with the headers.
+            if status is None:
+                raise AssertionError('the application returned without calling start_response()')
+            respond(r, status, None if sent else headers, result, True, count)
+        else:
+            fd = _file_fd(result) if kind is FileWrapper and not sent and status is not None else None
+            if fd is None or not sendfile(r, status, headers, fd[0], fd[1]):
+                for data in result:
+                    write(data)
+                if status is None:
+                    raise AssertionError('the application returned without calling start_response()')
+                if count >= 0:
+                    respond(r, status, None if sent else headers, (), True, count)
     finally:
         close = getattr(result, 'close', None)
         if close is not None:
             close()
-        environ['wsgi.errors'].flush()
+        errors.flush()
+
+
+# The keys every environ has; `environ()` copies them and fills in the
+# request's. Those set per request are here too (as None), so that the copy
+# has room for them and filling them in never resizes it.
+_BASE = {
+    'REQUEST_METHOD': None, 'SCRIPT_NAME': None, 'PATH_INFO': None,
+    'QUERY_STRING': None, 'REQUEST_URI': None, 'SERVER_PROTOCOL': None,
+    'SERVER_NAME': None, 'SERVER_PORT': None, 'REMOTE_ADDR': None,
+    'REMOTE_PORT': None, 'wsgi.url_scheme': None, 'wsgi.input': None,
+    'wsgi.errors': None, 'ngx.request': None,
+    'wsgi.version': (1, 0),
+    'wsgi.multithread': _UNBLOCK,
+    'wsgi.multiprocess': True,
+    'wsgi.run_once': False,
+    'wsgi.input_terminated': True,
+    'wsgi.file_wrapper': FileWrapper,
+}

@@ -1,8 +1,10 @@
 //! `python_wsgi MODULE:CALLABLE` (location, if in location): a PEP 3333
 //! application as the location's content handler. The application is
-//! imported at configuration time; `wsgi.py` builds `environ` from `r` and
-//! sends the response through `r.send`, so everything else (body reading,
-//! suspending in the unblock build, errors) is the content handler's.
+//! imported at configuration time; `wsgi.py` runs it, with the per-request
+//! work in Rust: `environ` (`wsgi_environ`), `wsgi.input` (`wsgi_input`)
+//! and the response (`wsgi_response`). Everything else (reading the body
+//! first, suspending in the unblock build, errors) is the content
+//! handler's.
 
 use std::os::raw::{c_char, c_void};
 use std::ptr;
@@ -12,6 +14,7 @@ use pyo3::types::PyModule;
 
 use super::{content, LocConf};
 use crate::core_module;
+use crate::executor;
 use crate::ffi::{self, ngx_command_t, ngx_conf_t};
 use crate::runtime::errors;
 
@@ -23,6 +26,9 @@ fn wsgi_module(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     }
     let code = std::ffi::CString::new(include_str!("wsgi.py")).expect("no NUL in wsgi.py");
     let m = PyModule::from_code(py, &code, c"nginx-python/wsgi.py", c"_ngx_wsgi")?;
+    m.add_function(wrap_pyfunction!(super::wsgi_environ::environ, &m)?)?;
+    m.add_function(wrap_pyfunction!(super::wsgi_response::respond, &m)?)?;
+    m.add_function(wrap_pyfunction!(super::wsgi_response::sendfile, &m)?)?;
     modules.set_item("_ngx_wsgi", &m)?;
     Ok(m.into_any())
 }
@@ -61,6 +67,7 @@ pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command
     });
     let Some(h) = handler else { return ffi::CONF_ERROR };
     lcf.content = Some(h);
+    lcf.stream_body = executor::SUSPENDS;
     (*clcf).handler = Some(content::content_handler);
     ptr::null_mut()
 }

@@ -182,11 +182,25 @@ pub fn isolated(task: impl FnOnce()) {
     // SAFETY: the GIL is held by the coroutine's (current) state; no
     // PyGILState_Ensure here, the handler's task has returned.
     let py = unsafe { pyo3::Python::assume_attached() };
-    if let Ok(sys) = py.import("sys") {
+    if let Some((hooks, depth)) = sys_resetters(py) {
         use pyo3::types::PyAnyMethods;
-        let _ = sys.call_method1("set_asyncgen_hooks", (py.None(), py.None()));
-        let _ = sys.call_method1("set_coroutine_origin_tracking_depth", (0,));
+        let _ = hooks.bind(py).call1((py.None(), py.None()));
+        let _ = depth.bind(py).call1((0,));
     }
+}
+
+/// `sys.set_asyncgen_hooks` and `sys.set_coroutine_origin_tracking_depth`,
+/// looked up once: importing `sys` at every handler's end cost ~12,000
+/// instructions per request.
+fn sys_resetters(py: pyo3::Python<'_>) -> Option<&'static (pyo3::Py<pyo3::PyAny>, pyo3::Py<pyo3::PyAny>)> {
+    use pyo3::types::PyAnyMethods;
+    static RESETTERS: pyo3::sync::PyOnceLock<(pyo3::Py<pyo3::PyAny>, pyo3::Py<pyo3::PyAny>)> = pyo3::sync::PyOnceLock::new();
+    RESETTERS
+        .get_or_try_init(py, || -> pyo3::PyResult<_> {
+            let sys = py.import("sys")?;
+            Ok((sys.getattr("set_asyncgen_hooks")?.unbind(), sys.getattr("set_coroutine_origin_tracking_depth")?.unbind()))
+        })
+        .ok()
 }
 
 /// Makes `prev` current again.
