@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::ptr;
 
-use pyo3::exceptions::{PyKeyError, PyMemoryError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -194,6 +194,17 @@ pub struct OutputHeaders {
 }
 
 impl OutputHeaders {
+    /// The request, while its header can still change: once nginx has sent
+    /// it, a change would be silently lost, so it raises instead.
+    fn changeable(&self, py: Python<'_>) -> PyResult<*mut ngx_http_request_t> {
+        let r = self.r.borrow(py).raw()?;
+        // SAFETY: `raw` returned the live request.
+        if unsafe { (*r).header_sent() } != 0 {
+            return Err(PyRuntimeError::new_err("the response header has been sent: r.ho can no longer change"));
+        }
+        Ok(r)
+    }
+
     pub fn new(r: &Bound<'_, Request>) -> Self {
         OutputHeaders { r: r.clone().unbind() }
     }
@@ -228,7 +239,7 @@ mapping_methods!(OutputHeaders {
     }
 
     fn __delitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = self.r.borrow(py).raw()?;
+        let r = self.changeable(py)?;
         let n = name_of(name)?;
         // SAFETY: r is live.
         if unsafe { remove(r, &n) } {
@@ -243,7 +254,7 @@ impl OutputHeaders {
     /// Checks and stores `name: value`; `replace`: the other headers of that
     /// name go (`r.ho[name] = value`), else only those nginx keeps once.
     fn store(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, replace: bool) -> PyResult<()> {
-        let r = self.r.borrow(py).raw()?;
+        let r = self.changeable(py)?;
         let name = name_of(name)?;
         let value = value_bytes(value)?;
         check_header_name(&name).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -340,7 +351,9 @@ unsafe fn set(r: *mut ngx_http_request_t, name: &[u8], value: &[u8]) -> PyResult
     if let Special::Field(field) = special(name) {
         *field(ho) = h;
         if lowcase == b"last-modified" {
-            ho.last_modified_time = -1;
+            // nginx's not-modified and range filters compare this time (-1
+            // when the value is not an HTTP date: they then do nothing)
+            ho.last_modified_time = ffi::ngx_parse_http_time((*h).value.data, (*h).value.len);
         }
     }
     Ok(())

@@ -1,9 +1,10 @@
 //! Sending the response from Python: `r.sendHeader()` and `r.send()`.
 //!
-//! Memory stays bounded while streaming: each piece is copied into a pool
-//! allocation that is freed (`ngx_pfree`) as soon as nginx has written it
-//! out; in unblock builds `r.send` also waits (suspends) while the client
-//! connection is busy, so a handler cannot queue more than nginx can send.
+//! Memory stays bounded while streaming: each piece is copied into a
+//! buffer of this module's, reused once nginx has written it out (nginx's
+//! busy/free chains, `Chains`); in unblock builds `r.send` also waits
+//! (suspends) while the client connection is busy, so a handler cannot
+//! queue more than nginx can send.
 
 use pyo3::exceptions::{PyConnectionError, PyMemoryError};
 use pyo3::prelude::*;
@@ -19,6 +20,13 @@ pub unsafe fn send_header(r: *mut ngx_http_request_t) -> PyResult<()> {
     if (*r).headers_out.status == 0 {
         (*r).headers_out.status = ffi::NGX_HTTP_OK as usize;
     }
+    if (*r).headers_out.content_length_n >= 0 {
+        // A body of known length can answer a Range request, as static
+        // files do; one range only: nginx serves several only from a body
+        // in one buffer, and r.send may send it in pieces.
+        (*r).set_allow_ranges(1);
+        (*r).set_single_range(1);
+    }
     let rc = ffi::ngx_http_send_header(r);
     if rc == ffi::ERROR || rc > ffi::OK {
         return Err(PyConnectionError::new_err("sending the response header failed"));
@@ -26,11 +34,33 @@ pub unsafe fn send_header(r: *mut ngx_http_request_t) -> PyResult<()> {
     Ok(())
 }
 
+/// The body pieces a handler has queued, kept the way nginx's own modules
+/// keep theirs (`ngx_chain_update_chains`): `busy` holds what nginx has not
+/// finished writing (its memory must stay), `free` the buffers whose bytes
+/// are all out (`pos == last`), reused for the next pieces. A long stream of
+/// small sends therefore reuses a few buffers instead of growing the pool.
+/// The links point into the request's pool: only used while it lives.
+pub struct Chains {
+    free: *mut ffi::ngx_chain_t,
+    busy: *mut ffi::ngx_chain_t,
+}
+
+impl Default for Chains {
+    fn default() -> Self {
+        Chains { free: std::ptr::null_mut(), busy: std::ptr::null_mut() }
+    }
+}
+
+/// Marks the buffers this module allocated (nginx's `buf->tag`).
+fn tag() -> ffi::ngx_buf_tag_t {
+    (&raw const super::ngx_http_python_module) as ffi::ngx_buf_tag_t
+}
+
 /// Sends `data` as the next piece of the body; `last` ends the body.
 ///
 /// # Safety
-/// `r` must be a live request.
-pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: bool, pending: &mut Vec<*mut u8>) -> PyResult<()> {
+/// `r` must be a live request; `chains` belongs to it.
+pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: bool, chains: &mut Chains) -> PyResult<()> {
     if (*r).header_sent() == 0 {
         send_header(r)?;
     }
@@ -40,23 +70,29 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
     if data.is_empty() && !flush && !last {
         return Ok(());
     }
-    let b = ffi::ngx_pcalloc((*r).pool, std::mem::size_of::<ffi::ngx_buf_t>()) as *mut ffi::ngx_buf_t;
-    if b.is_null() {
+    let cl = ffi::ngx_chain_get_free_buf((*r).pool, &mut chains.free);
+    if cl.is_null() {
         return Err(PyMemoryError::new_err("no memory for a buffer"));
     }
+    let b = (*cl).buf;
+    // A reused buffer keeps its memory (start..end), nothing else.
+    let (start, end) = if (*b).tag == tag() { ((*b).start, (*b).end) } else { (std::ptr::null_mut(), std::ptr::null_mut()) };
+    std::ptr::write_bytes(b, 0, 1);
+    (*b).tag = tag();
+    (*b).start = start;
+    (*b).end = end;
     if !data.is_empty() {
-        let p = ffi::ngx_palloc((*r).pool, data.len()) as *mut u8;
-        if p.is_null() {
-            return Err(PyMemoryError::new_err("no memory for the body"));
+        let have = if start.is_null() { 0 } else { end.offset_from(start) as usize };
+        if have < data.len() {
+            grow(r, b, data.len())?;
         }
-        std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
-        (*b).pos = p;
-        (*b).last = p.add(data.len());
-        (*b).start = p;
-        (*b).end = (*b).last;
+        std::ptr::copy_nonoverlapping(data.as_ptr(), (*b).start, data.len());
+        (*b).pos = (*b).start;
+        (*b).last = (*b).start.add(data.len());
         (*b).set_memory(1);
-        pending.push(p);
     } else {
+        (*b).pos = (*b).start;
+        (*b).last = (*b).start;
         (*b).set_sync(1);
     }
     (*b).set_flush(flush as u32);
@@ -64,19 +100,38 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
         (*b).set_last_buf((r == (*r).main) as u32);
         (*b).set_last_in_chain(1);
     }
-    let mut out = ffi::ngx_chain_t { buf: b, next: std::ptr::null_mut() };
-    send_chain(r, &mut out, pending)
+    send_chain(r, cl, chains)
 }
 
-/// Passes `out` to nginx's output filters, then (unblock builds) waits
-/// while the client is slow; once all is written, frees the `pending`
-/// pieces.
+/// Gives `b` memory for at least `len` bytes: rounded up to a power of two
+/// (a stream of growing pieces reallocates a few times, not each time); the
+/// old memory is released when it was a large allocation (`ngx_pfree`
+/// frees nothing else; small ones go with the pool).
+unsafe fn grow(r: *mut ngx_http_request_t, b: *mut ffi::ngx_buf_t, len: usize) -> PyResult<()> {
+    let size = len.checked_next_power_of_two().unwrap_or(len).max(64);
+    let p = ffi::ngx_palloc((*r).pool, size) as *mut u8;
+    if p.is_null() {
+        return Err(PyMemoryError::new_err("no memory for the body"));
+    }
+    if !(*b).start.is_null() {
+        ffi::ngx_pfree((*r).pool, (*b).start as *mut std::os::raw::c_void);
+    }
+    (*b).start = p;
+    (*b).end = p.add(size);
+    Ok(())
+}
+
+/// Passes `out` (links from the request's pool) to nginx's output filters,
+/// then (unblock builds) waits while the client is slow. What nginx has
+/// written becomes free for the next pieces; the rest stays busy.
 ///
 /// # Safety
 /// `r` must be a live request whose header is out; `out` a chain of
-/// buffers that stay valid until nginx has written them.
-pub unsafe fn send_chain(r: *mut ngx_http_request_t, out: *mut ffi::ngx_chain_t, pending: &mut Vec<*mut u8>) -> PyResult<()> {
+/// links and buffers in its pool that stay valid until nginx has written
+/// them; `chains` belongs to `r`.
+pub unsafe fn send_chain(r: *mut ngx_http_request_t, mut out: *mut ffi::ngx_chain_t, chains: &mut Chains) -> PyResult<()> {
     let rc = ffi::ngx_http_output_filter(r, out);
+    ffi::ngx_chain_update_chains((*r).pool, &mut chains.free, &mut chains.busy, &mut out, tag());
     if rc == ffi::ERROR {
         return Err(PyConnectionError::new_err("sending the response body failed"));
     }
@@ -86,10 +141,8 @@ pub unsafe fn send_chain(r: *mut ngx_http_request_t, out: *mut ffi::ngx_chain_t,
             Some(false) => return Err(executor::cancelled_error()),
             None => return Ok(()), // cannot wait here: nginx keeps it queued
         }
-    }
-    // Everything queued so far is on the wire: its memory can go.
-    for p in pending.drain(..) {
-        ffi::ngx_pfree((*r).pool, p as *mut std::os::raw::c_void);
+        let mut none = std::ptr::null_mut();
+        ffi::ngx_chain_update_chains((*r).pool, &mut chains.free, &mut chains.busy, &mut none, tag());
     }
     Ok(())
 }
@@ -163,7 +216,7 @@ pub unsafe fn finish(r: *mut ngx_http_request_t, body_finished: bool) -> ffi::ng
     if body_finished || (*r).header_only() != 0 {
         return ffi::OK;
     }
-    match send(r, &[], false, true, &mut Vec::new()) {
+    match send(r, &[], false, true, &mut Chains::default()) {
         Ok(()) => ffi::OK,
         Err(_) => ffi::ERROR,
     }

@@ -33,7 +33,7 @@ pub struct Request {
     /// from (access runs before it, python_set/python_log anywhere).
     pub(super) may_send: Cell<bool>,
     /// Body pieces nginx has not written out yet (freed once it has).
-    pending: std::cell::RefCell<Vec<*mut u8>>,
+    chains: std::cell::RefCell<super::output::Chains>,
 }
 
 /// The module's per-request context, owned by the request's pool: the one
@@ -76,7 +76,7 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     }
     let obj = Py::new(
         py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), pending: Default::default() },
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), chains: Default::default() },
     )?;
     let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
@@ -109,22 +109,22 @@ impl Request {
 
     /// Runs `send` (which queues body output) for a content handler:
     /// checks that sending is allowed and the body not complete, lends it
-    /// the list of queued pieces, and records whether `send` completed the
+    /// the request's busy/free buffer chains, and records whether `send` completed the
     /// body (its result). `r.send` and the WSGI response both go through
     /// here.
     pub(super) fn sending(
         &self,
         what: &str,
-        send: impl FnOnce(*mut ngx_http_request_t, &mut Vec<*mut u8>) -> PyResult<bool>,
+        send: impl FnOnce(*mut ngx_http_request_t, &mut super::output::Chains) -> PyResult<bool>,
     ) -> PyResult<()> {
         let r = self.raw()?;
         self.check_may_send(what)?;
         if self.finished.get() {
             return Err(PyRuntimeError::new_err("the response is complete (sent with ngx.SEND_LAST)"));
         }
-        let mut pending = self.pending.take();
-        let sent = send(r, &mut pending);
-        self.pending.replace(pending);
+        let mut chains = self.chains.take();
+        let sent = send(r, &mut chains);
+        self.chains.replace(chains);
         if sent? {
             self.finished.set(true);
         }
@@ -248,7 +248,7 @@ impl Request {
         };
         let last = flags & SEND_LAST != 0;
         // SAFETY: `sending` hands over a live request.
-        self.sending("send", |r, pending| unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, pending).map(|()| last) })
+        self.sending("send", |r, chains| unsafe { output::send(r, &bytes, flags & SEND_FLUSH != 0, last, chains).map(|()| last) })
     }
 
     /// Starts a subrequest (unblock builds); its response object waits

@@ -114,7 +114,7 @@ pub fn respond(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: Optio
     let headers = headers.map(header_list).transpose()?;
     let total = count + bytes.len() as i64;
     let mut complete = last;
-    r.borrow().sending("send", |req, pending| {
+    r.borrow().sending("send", |req, chains| {
         // SAFETY: `sending` hands over the live request of a content handler.
         unsafe {
             if let Some(list) = headers {
@@ -128,7 +128,7 @@ pub fn respond(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: Optio
             }
             let length = (*req).headers_out.content_length_n;
             complete |= length >= 0 && total >= length;
-            output::send(req, bytes, false, complete, pending)?;
+            output::send(req, bytes, false, complete, chains)?;
             Ok(complete)
         }
     })?;
@@ -151,7 +151,7 @@ pub fn sendfile(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: &Bou
     }
     let offset = offset.clamp(0, st.st_size);
     let size = st.st_size - offset;
-    r.borrow().sending("send", |req, pending| {
+    r.borrow().sending("send", |req, chains| {
         // SAFETY: `sending` hands over the live request of a content
         // handler; the buffer, file and cleanup are in its pool, so they
         // live as long as nginx may still be sending them.
@@ -164,7 +164,7 @@ pub fn sendfile(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: &Bou
             }
             output::send_header(req)?;
             if (*req).header_only() != 0 || size == 0 {
-                return output::send(req, &[], false, true, pending).map(|()| true);
+                return output::send(req, &[], false, true, chains).map(|()| true);
             }
             let file = pool_file(req, fd)?;
             let b = ffi::ngx_pcalloc((*req).pool, std::mem::size_of::<ffi::ngx_buf_t>()) as *mut ffi::ngx_buf_t;
@@ -177,8 +177,13 @@ pub fn sendfile(r: &Bound<'_, Request>, status: &Bound<'_, PyAny>, headers: &Bou
             (*b).set_in_file(1);
             (*b).set_last_buf(((*req).main == req) as u32);
             (*b).set_last_in_chain(1);
-            let mut out = ffi::ngx_chain_t { buf: b, next: std::ptr::null_mut() };
-            output::send_chain(req, &mut out, pending).map(|()| true)
+            let out = ffi::ngx_alloc_chain_link((*req).pool);
+            if out.is_null() {
+                return Err(PyMemoryError::new_err("no memory for a buffer"));
+            }
+            (*out).buf = b;
+            (*out).next = std::ptr::null_mut();
+            output::send_chain(req, out, chains).map(|()| true)
         }
     })?;
     Ok(true)
