@@ -190,6 +190,8 @@ class NginxTestCase(unittest.TestCase):
     # writes every byte of them: slow) and whose point is freed memory being
     # unmapped, which already crashes a use-after-free
     malloc_perturb = True
+    # more environment for nginx (e.g. glibc's MALLOC_MMAP_THRESHOLD_)
+    nginx_env = {}
 
     # ---- configuration ---------------------------------------------------
 
@@ -302,7 +304,8 @@ class NginxTestCase(unittest.TestCase):
             self._stdout = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
             self.proc = subprocess.Popen(
                 [NGINX, '-p', self.prefix, '-c', rel_conf],
-                env=NGINX_ENV if self.malloc_perturb else NO_PERTURB_ENV,
+                env=dict(NGINX_ENV if self.malloc_perturb else NO_PERTURB_ENV,
+                         **self.nginx_env),
                 stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT)
             names = wait_ports if wait_ports is not None else (
                 ['port'] if 'port' in self.ports else [])
