@@ -36,11 +36,15 @@ use crate::runtime::errors::log_exception;
 use crate::runtime::Handler;
 
 pub unsafe extern "C" fn access_handler(s: *mut ngx_stream_session_t) -> ngx_int_t {
-    gate(s, Phase::Access)
+    crate::panic_guard::guard((*(*s).connection).log, "python_access", || {
+        gate(s, Phase::Access)
+    }, || ffi::ERROR)
 }
 
 pub unsafe extern "C" fn preread_handler(s: *mut ngx_stream_session_t) -> ngx_int_t {
-    gate(s, Phase::Preread)
+    crate::panic_guard::guard((*(*s).connection).log, "python_preread", || {
+        gate(s, Phase::Preread)
+    }, || ffi::ERROR)
 }
 
 /// The server's handlers for `phase`.

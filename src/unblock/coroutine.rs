@@ -204,11 +204,10 @@ extern "C" fn entry(t: Transfer) -> ! {
     unsafe {
         (*co).caller = Some(t.context);
         if let Some(task) = (*co).task.take() {
-            // A panic must not unwind across the context switch.
-            let run = || tstate::isolated(task);
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
-                crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, (*co).env.log, b"python: handler panicked");
-            }
+            // A panic must not unwind across the context switch: logged,
+            // and the task leaves no result (its phase fails, as after an
+            // overflow).
+            crate::panic_guard::guard((*co).env.log, "a handler", || tstate::isolated(task), || ());
         }
         (*co).finished = true;
         let caller = (*co).caller.take().expect("a running coroutine has a caller");

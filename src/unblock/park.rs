@@ -18,11 +18,15 @@ thread_local! {
 }
 
 unsafe extern "C" fn unparked(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume(Wake::Ready);
+    crate::panic_guard::guard((*ev).log, "a parked handler", || {
+        Handle::from_raw((*ev).data).resume(Wake::Ready);
+    }, || ())
 }
 
 unsafe extern "C" fn timed_out(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume(Wake::Timeout);
+    crate::panic_guard::guard((*ev).log, "a parked handler", || {
+        Handle::from_raw((*ev).data).resume(Wake::Timeout);
+    }, || ())
 }
 
 /// Suspends the running handler until `unpark(its id)` or `timeout`
