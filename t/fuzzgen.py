@@ -22,11 +22,12 @@ import random
 #   a  read r.arg   h  read r.hi   v  read r.var   b  read r.body
 #   o  set response headers        c  use r.ctx    p  send a piece (flush)
 #   x  raise        d  deny (access returns 403)   k  access returns ngx.OK
-#   n  a status from content (404)
-OPS = 'ssaahhvvboccppxdkn'
+#   n  a status from content (404)  g  read $pyv (python_set) from content
+#   e  r.sendHeader()
+OPS = 'ssaahhvvboccppxdkngge'
 
 METHODS = ['GET', 'GET', 'GET', 'POST', 'POST', 'PUT', 'HEAD', 'DELETE', 'OPTIONS']
-PATHS = ['/c', '/c/', '/c/deep/path', '/a', '/echo', '/log', '/nothing', '/c/%2e%2e/x',
+PATHS = ['/c', '/c/', '/c/deep/path', '/a', '/echo', '/log', '/ret', '/nothing', '/c/%2e%2e/x',
          '/c/%00', '/c/%zz', '/c/%C3%A9', '/c//..//', '/c/' + 'x' * 300]
 HEADER_NAMES = ['X-A', 'User-Agent', 'Accept', 'Cookie', 'X-Forwarded-For', 'Referer',
                 'x-a', 'X-Long', 'If-None-Match', 'Range', 'Accept-Encoding', 'X-\xe9']
@@ -87,6 +88,11 @@ def headers(rng, odd):
         value = token(rng, 0, rng.choice([5, 40, 2000]), 0.3 if odd else 0.0)
         value = value.replace(b'\r', b'').replace(b'\n', b'')
         out.append(name + b': ' + value.strip())
+    if rng.random() < 0.2:
+        # what nginx's own filters act on (ranges, not-modified, 100-continue)
+        out.append(rng.choice([b'Range: bytes=0-10', b'Range: bytes=-5,2-3', b'Range: bytes=99999-',
+                               b'If-None-Match: "fz"', b'If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT',
+                               b'Expect: 100-continue', b'Accept-Encoding: gzip']))
     if rng.random() < 0.1:
         # one long header (nginx's large_client_header_buffers: 8k)
         out.append(b'X-Long: ' + b'y' * rng.choice([1000, 7000, 9000, 40000]))

@@ -94,9 +94,16 @@ def content(r):
             r.ctx['va'] = [r.var.get('arg_' + k) for k in r.arg]
         elif c == 'b':
             r.ctx['b'] = len(r.body or b'') + len(r.var.get('request_body') or '')
-        elif c == 'o':
+        elif c == 'o' and not sent:
             r.ho['X-Out'] = 'o%d' % i
             r.ho['Content-Type'] = 'text/plain'
+            r.ho['ETag'] = '"fz"'
+            r.ho['Last-Modified'] = 'Thu, 01 Jan 1970 00:00:01 GMT'
+        elif c == 'g':
+            r.ctx['g'] = r.var.get('pyv')
+        elif c == 'e' and not sent:
+            r.sendHeader()
+            sent = True
         elif c == 'c':
             r.ctx['self'] = r
             r.ctx['hi'] = r.hi
@@ -208,6 +215,7 @@ SERVER = '''
     location /echo { python_content 'echo(r)'; }
     location /a { return 200 "a\\n"; }
     location /log { python_access 'None'; return 204; }
+    location /ret { return 200 "$pyv\\n"; }
 '''
 
 STREAM = '''
@@ -266,7 +274,14 @@ class Reader:
         return data, len(data) == n
 
     def response(self, head):
-        """None at EOF before a status line; socket.timeout if nothing comes."""
+        """None at EOF before a status line; socket.timeout if nothing comes.
+        Interim 1xx responses (100 Continue) are skipped."""
+        while True:
+            resp = self._response(head)
+            if resp is None or not 100 <= resp[0] < 200:
+                return resp
+
+    def _response(self, head):
         line = self._line()
         if line is None:
             return None
@@ -335,7 +350,10 @@ def play_http(port, case):
         if case['mode'] == 'vanish_req':
             if case['reset']:
                 linger_reset(sock)
-            send_split(sock, data[:case['cut']], case)
+            try:
+                send_split(sock, data[:case['cut']], case)
+            except OSError:
+                pass      # the server refused an odd request already
             return None
         if case['mode'] == 'vanish_resp':
             try:
@@ -368,7 +386,9 @@ def play_http(port, case):
                     return 'request %d of %d got no answer within %ss' % (i + 1, len(reqs), ANSWER_TIMEOUT)
                 return 'the connection neither answered nor closed within %ss' % ANSWER_TIMEOUT
             if resp is None:
-                if all_valid and not may_close:
+                # a handler that raised after sending the header (even when
+                # nothing of it left the buffers yet) closes the connection
+                if all_valid and not (may_close or closing):
                     return 'the connection closed before answering request %d of %d' % (i + 1, len(reqs))
                 return None
             may_close = closing
@@ -491,7 +511,7 @@ class Fuzz(harness.NginxTestCase):
         workers = self.worker_pids()
         failures = self.run_clients(play_http, fuzzgen.http_case, [self.port])
         # afterwards every location still answers
-        for path in ('/c', '/echo', '/a', '/log'):
+        for path in ('/c', '/echo', '/a', '/log', '/ret'):
             try:
                 status = self.get(path, method='POST', body=b'z' * 10)[0]
             except OSError as e:
