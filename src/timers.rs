@@ -148,7 +148,7 @@ unsafe extern "C" fn fired(ev: *mut ngx_event_t) {
             drop(remove(id));
         }
         let log = (*ffi::ngx_cycle).log;
-        let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0 };
+        let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0, after_event: None };
         let task = move || {
             Python::attach(|py| {
                 if let Err(e) = func.bind(py).call1(args.bind(py)) {

@@ -23,11 +23,11 @@ import random
 #   o  set response headers        c  use r.ctx    p  send a piece (flush)
 #   x  raise        d  deny (access returns 403)   k  access returns ngx.OK
 #   n  a status from content (404)  g  read $pyv (python_set) from content
-#   e  r.sendHeader()
-OPS = 'ssaahhvvboccppxdkngge'
+#   e  r.sendHeader()                w  r.var named after the headers
+OPS = 'ssaahhvvboccppxdknggeww'
 
 METHODS = ['GET', 'GET', 'GET', 'POST', 'POST', 'PUT', 'HEAD', 'DELETE', 'OPTIONS']
-PATHS = ['/c', '/c/', '/c/deep/path', '/a', '/echo', '/log', '/ret', '/nothing', '/c/%2e%2e/x',
+PATHS = ['/c', '/c/', '/c/deep/path', '/a', '/echo', '/log', '/ret', '/nothing', '/ssi', '/m', '/c/%2e%2e/x',
          '/c/%00', '/c/%zz', '/c/%C3%A9', '/c//..//', '/c/' + 'x' * 300]
 HEADER_NAMES = ['X-A', 'User-Agent', 'Accept', 'Cookie', 'X-Forwarded-For', 'Referer',
                 'x-a', 'X-Long', 'If-None-Match', 'Range', 'Accept-Encoding', 'X-\xe9']
@@ -188,6 +188,9 @@ def stream_case(rng):
         if rng.random() < 0.3:
             p += b'\n'
         pieces.append(p)
+    if pieces and rng.random() < 0.3:
+        # the first byte tells the handlers to refuse, raise or abort
+        pieces[0] = rng.choice([b'\xff', b'\xfe', b'\xfc', b'\xfd', b'\x00\x00']) + pieces[0]
     return {
         'pieces': pieces,
         'pause': rng.choice([0, 0.001, 0.03]),

@@ -22,6 +22,7 @@ Timing differs between runs; what every case sends does not.
 
 import os
 import random
+import signal
 import socket
 import struct
 import sys
@@ -88,6 +89,10 @@ def content(r):
             r.ctx['a'] = dict(r.arg)
         elif c == 'h':
             r.ctx['h'] = list(r.hi.items())
+        elif c == 'w':
+            # variables named after what the client sent (odd names too)
+            r.ctx['w'] = [r.var.get(p + k.lower().replace('-', '_'))
+                          for k in r.hi for p in ('http_', 'cookie_', 'sent_http_', 'arg_')]
         elif c == 'v':
             r.ctx['v'] = [r.var.get(n) for n in ('uri', 'args', 'request_uri', 'http_x_a',
                                                  'request_body', 'arg_a', 'content_length')]
@@ -116,6 +121,17 @@ def content(r):
             return 404
     r.ctx.setdefault('phases', []).append('content')
     r.send(('%s\n' % sorted(r.ctx)).encode(), ngx.SEND_LAST)
+
+
+def ssi_page(r):
+    nap()
+    ops = _ops(r)
+    r.ho['Content-Type'] = 'text/html'
+    for i, c in enumerate(ops or 'p'):
+        r.send(('<!--# include virtual="/c/%d?%s" -->|' % (i, c)).encode(), ngx.SEND_FLUSH)
+        if c == 'x':
+            r.send(b'<!--# include virtual="/echo" -->')
+    r.send(b'end', ngx.SEND_LAST)
 
 
 def echo(r):
@@ -175,6 +191,12 @@ def sset(s):
     return repr(s.buf[:40])
 
 
+def slog(s):
+    s.ctx['log'] = [s.var.get('status'), s.var.get('bytes_received'), s.var.get('sv'), len(s.buf)]
+    if s.buf[:1] == b'\xfc':
+        raise RuntimeError('fuzz: stream log raised')
+
+
 def secho(s):
     if not SLEEP:
         return None if s.buf[:1] != b'\xfd' else ngx.ERROR
@@ -208,6 +230,8 @@ HTTP = '''
 '''
 
 SERVER = '''
+    ignore_invalid_headers off;
+    underscores_in_headers on;
     python_access 'access(r)';
     python_log 'pylog(r)';
     add_header X-V $pyv always;
@@ -216,12 +240,19 @@ SERVER = '''
     location /a { return 200 "a\\n"; }
     location /log { python_access 'None'; return 204; }
     location /ret { return 200 "$pyv\\n"; }
+    # subrequests into Python: SSI includes and a mirror of the request
+    location /ssi { ssi on; python_content 'ssi_page(r)'; }
+    location /m { mirror /mirror; python_content 'content(r)'; }
+    location = /mirror { internal; python_content 'content(r)'; }
 '''
 
 STREAM = '''
     python_include app.py;
     python 'SLEEP = %(sleep)s';
     python_set $sv 'sset(s)';
+    python_log 'slog(s)';
+    log_format fuzz '$status $sv';
+    access_log logs/stream.log fuzz;
     preread_timeout 1s;
     server { listen 127.0.0.1:%%(port2)s; return "up\\n"; }
     server {
@@ -340,8 +371,10 @@ def send_split(sock, data, case):
             time.sleep(case['pause'])
 
 
-def play_http(port, case):
-    """Plays one case; returns a failure description or None."""
+def play_http(port, case, reloading=False):
+    """Plays one case; returns a failure description or None. While nginx
+    reloads, a close without an answer is no finding (an exiting worker
+    closes idle keep-alive connections): only hangs and crashes are."""
     reqs = case['requests']
     all_valid = all(r[1] for r in reqs)
     sock = socket.create_connection(('127.0.0.1', port), timeout=ANSWER_TIMEOUT)
@@ -388,7 +421,7 @@ def play_http(port, case):
             if resp is None:
                 # a handler that raised after sending the header (even when
                 # nothing of it left the buffers yet) closes the connection
-                if all_valid and not (may_close or closing):
+                if all_valid and not (may_close or closing or reloading):
                     return 'the connection closed before answering request %d of %d' % (i + 1, len(reqs))
                 return None
             may_close = closing
@@ -494,7 +527,7 @@ class Fuzz(harness.NginxTestCase):
         return failures
 
     def check(self, failures, workers):
-        gone = workers - self.worker_pids()
+        gone = workers - self.worker_pids() if workers is not None else set()
         died = [l for l in self.error_log().splitlines() if 'exited on signal' in l]
         problems = list(failures)
         if gone or died:
@@ -503,15 +536,28 @@ class Fuzz(harness.NginxTestCase):
             self.fail('FUZZ_SEED=%d (replay: FUZZ_SEED=%d python3 t %s)\n%s\n--- error.log tail ---\n%s'
                       % (SEED, SEED, __name__, '\n'.join(problems), self.error_log()[-4000:]))
 
-    def fuzz_http(self, pools=''):
+    def fuzz_http(self, pools='', reload_every=None):
         sleep = 'True' if harness.unblock_build() else 'False'
         self.start(http=HTTP % {'sleep': sleep, 'pools': pools}
                    + 'server {\n    listen 127.0.0.1:%(port)s;\n' + SERVER + '}\n',
                    files={'app.py': APP})
         workers = self.worker_pids()
-        failures = self.run_clients(play_http, fuzzgen.http_case, [self.port])
+        play = play_http
+        if reload_every:
+            stop = threading.Event()
+            reloads = threading.Thread(target=self.keep_reloading, args=(stop, reload_every))
+            reloads.start()
+            play = lambda port, case: play_http(port, case, reloading=True)
+        try:
+            failures = self.run_clients(play, fuzzgen.http_case, [self.port])
+        finally:
+            if reload_every:
+                stop.set()
+                reloads.join()
+                time.sleep(1.0)       # the last reload settles
+                workers = None        # replaced by reloads: only crashes count
         # afterwards every location still answers
-        for path in ('/c', '/echo', '/a', '/log', '/ret'):
+        for path in ('/c', '/echo', '/a', '/log', '/ret', '/ssi', '/m'):
             try:
                 status = self.get(path, method='POST', body=b'z' * 10)[0]
             except OSError as e:
@@ -522,6 +568,15 @@ class Fuzz(harness.NginxTestCase):
 
     def test_http(self):
         self.fuzz_http()
+
+    def keep_reloading(self, stop, every):
+        """SIGHUP nginx every `every` seconds until stop (old workers
+        finish their requests, waiting handlers included, and exit)."""
+        while not stop.wait(every):
+            os.kill(self.proc.pid, signal.SIGHUP)
+
+    def test_http_reloads(self):
+        self.fuzz_http(reload_every=1.0)
 
     def test_http_pools_unmapped(self):
         # Pools above glibc's fixed mmap threshold are munmap()ed when freed:
@@ -536,3 +591,51 @@ class Fuzz(harness.NginxTestCase):
         workers = self.worker_pids()
         failures = self.run_clients(play_stream, fuzzgen.stream_case, [self.port3, self.port4])
         self.check(failures, workers)
+
+
+SUBREQUESTS = r'''
+import time
+import ngx
+
+
+def page(r, wait, part='/part'):
+    if wait:
+        time.sleep(0.01)
+    r.ho['Content-Type'] = 'text/html'
+    r.send('<!--# include virtual="%s?1" -->|' % part, ngx.SEND_FLUSH)
+    r.send('<!--# include virtual="%s?2" -->|' % part)
+    r.send('end', ngx.SEND_LAST)
+
+
+def part(r, wait):
+    if wait:
+        time.sleep(0.01)
+    r.send('part%s' % r.var['args'], ngx.SEND_LAST)
+'''
+
+
+class FoundByFuzzing(harness.NginxTestCase):
+    """Defects the fuzzer found, each replayed on its own."""
+
+    def test_subrequests_of_a_handler_that_waited(self):
+        # FUZZ_SEED=913889992 (unblock build): an SSI page whose handler
+        # slept made a subrequest from r.send after being resumed by its
+        # timer; nobody ran the connection's posted requests (nginx does
+        # after a request's own events, not after a timer), so the page
+        # hung until send_timeout and the client got nothing.
+        self.start_server('''
+            location /page { ssi on; python_content 'page(r, False)'; }
+            location /page-wait { ssi on; python_content 'page(r, True)'; }
+            location /part { python_content 'part(r, False)'; }
+            location /part-wait { python_content 'part(r, True)'; }
+            location /both { ssi on; python_content 'page(r, True, "/part-wait")'; }
+            location /m { mirror /part-wait; python_content 'part(r, True)'; }
+        ''', http='python_include app.py;\nsend_timeout 5s;',
+            files={'app.py': SUBREQUESTS})
+        for path in ('/page', '/page-wait', '/both'):
+            t0 = time.monotonic()
+            status, _, body = self.get(path, timeout=4)
+            self.assertEqual((status, body), (200, b'part1|part2|end'), path)
+            self.assertLess(time.monotonic() - t0, 2.0, path)
+        status, _, body = self.get('/m?x', timeout=4)
+        self.assertEqual((status, body), (200, b'partx'))

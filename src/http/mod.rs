@@ -188,7 +188,17 @@ unsafe fn env(r: *mut ffi::ngx_http_request_t) -> crate::executor::Env {
         log: (*(*r).connection).log,
         resolver: (*clcf).resolver,
         resolver_timeout: (*clcf).resolver_timeout,
+        after_event: Some(crate::executor::AfterEvent { run: run_posted_requests, data: (*r).connection as *mut c_void }),
     }
+}
+
+/// `AfterEvent` of http handlers: nginx's `ngx_http_run_posted_requests`.
+///
+/// # Safety
+/// `c` is an http connection slot (which nginx never frees while the
+/// worker runs; a connection whose request ended has `destroyed` set).
+unsafe fn run_posted_requests(c: *mut c_void) {
+    ffi::ngx_http_run_posted_requests(c as *mut ffi::ngx_connection_t);
 }
 
 /// While a handler of `r` waits: notice the client going away (nginx then

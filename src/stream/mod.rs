@@ -251,6 +251,7 @@ unsafe fn env(s: *mut ngx_stream_session_t) -> crate::executor::Env {
         log: (*(*s).connection).log,
         resolver: (*cscf).resolver,
         resolver_timeout: (*cscf).resolver_timeout,
+        after_event: None,
     }
 }
 

@@ -274,6 +274,22 @@ impl Handle {
         }
     }
 
+    /// `resume` from an event handler of the coroutine's own (its timer,
+    /// socket, lookup, lock), then the owner's `Env::after_event`. Not for
+    /// cancellation, which runs inside the owner's own teardown.
+    pub fn resume_from_event(self, wake: Wake) {
+        if !self.is_live() {
+            return;
+        }
+        let after = self.co().env.after_event;
+        self.resume(wake);
+        if let Some(a) = after {
+            // SAFETY: the owner's contract for its `after_event` (see Env):
+            // `data` stays valid for the worker's life.
+            unsafe { (a.run)(a.data) };
+        }
+    }
+
     /// Resumes a coroutine suspended by `suspend_current`.
     pub fn wake(self) {
         self.resume(Wake::Ready);

@@ -19,13 +19,13 @@ thread_local! {
 
 unsafe extern "C" fn unparked(ev: *mut ngx_event_t) {
     crate::panic_guard::guard((*ev).log, "a parked handler", || {
-        Handle::from_raw((*ev).data).resume(Wake::Ready);
+        Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
     }, || ())
 }
 
 unsafe extern "C" fn timed_out(ev: *mut ngx_event_t) {
     crate::panic_guard::guard((*ev).log, "a parked handler", || {
-        Handle::from_raw((*ev).data).resume(Wake::Timeout);
+        Handle::from_raw((*ev).data).resume_from_event(Wake::Timeout);
     }, || ())
 }
 

@@ -33,7 +33,7 @@ unsafe extern "C" fn resolved(ctx: *mut ffi::ngx_resolver_ctx_t) {
         ffi::ngx_resolve_name_done(ctx);
         q.done = true;
         if let Some(h) = q.waiter {
-            h.resume(Wake::Ready);
+            h.resume_from_event(Wake::Ready);
         }
     }, || ())
 }

@@ -70,7 +70,7 @@ fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
 
 unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
     crate::panic_guard::guard((*ev).log, "time.sleep", || {
-        Handle::from_raw((*ev).data).resume(Wake::Ready);
+        Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
     }, || ())
 }
 
@@ -180,7 +180,7 @@ unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
         };
         // Edge-triggered events also fire when nobody waits: `ready` keeps it.
         if let Some(h) = waiter {
-            h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+            h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
         }
     }, || ())
 }
@@ -385,7 +385,7 @@ unsafe extern "C" fn event_fired(ev: *mut ngx_event_t) {
     crate::panic_guard::guard((*ev).log, "a connection wait", || {
         let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
         if let Some(h) = h {
-            h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+            h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
         }
     }, || ())
 }
