@@ -32,7 +32,7 @@ import time
 import fuzzgen
 import harness
 
-SECONDS = float(os.environ.get('FUZZ_SECONDS', '7'))
+SECONDS = float(os.environ.get('FUZZ_SECONDS', '6'))
 SEED = int(os.environ['FUZZ_SEED']) if os.environ.get('FUZZ_SEED') else random.randrange(10 ** 9)
 CLIENTS = 6
 ANSWER_TIMEOUT = 10.0   # nginx's own timeouts below are 2-3 s
