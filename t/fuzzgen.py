@@ -10,6 +10,8 @@ after the other), then one of:
   'full'        read every response; each request is answered
   'vanish_req'  close (maybe with a reset) part-way through sending
   'vanish_resp' close (maybe with a reset) after part of the answer
+  'stall'       send everything, then read nothing (a small receive
+                buffer) until nginx's send_timeout ends the request
 Requests are 'valid' (nginx must answer each) or 'odd' (anything may
 happen, but the connection must end: an answer or a close, never a hang).
 """
@@ -24,7 +26,8 @@ import random
 #   x  raise        d  deny (access returns 403)   k  access returns ngx.OK
 #   n  a status from content (404)  g  read $pyv (python_set) from content
 #   e  r.sendHeader()                w  r.var named after the headers
-OPS = 'ssaahhvvboccppxdknggeww'
+#   P  send 1 MB at once
+OPS = 'ssaahhvvboccppxdknggewwP'
 
 METHODS = ['GET', 'GET', 'GET', 'POST', 'POST', 'PUT', 'HEAD', 'DELETE', 'OPTIONS']
 PATHS = ['/c', '/c/', '/c/deep/path', '/a', '/echo', '/log', '/ret', '/nothing', '/ssi', '/m', '/c/%2e%2e/x',
@@ -164,7 +167,7 @@ def http_case(rng):
     """One connection's plan: dict(requests=[(bytes, valid, method)], mode, ...)."""
     n = rng.choice([1, 1, 1, 2, 3, 6])
     reqs = [request(rng, i == n - 1) for i in range(n)]
-    mode = rng.choices(['full', 'vanish_req', 'vanish_resp'], [6, 2, 2])[0]
+    mode = rng.choices(['full', 'vanish_req', 'vanish_resp', 'stall'], [12, 4, 4, 0.1])[0]
     data = b''.join(r[0] for r in reqs)
     return {
         'requests': reqs,

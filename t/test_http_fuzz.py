@@ -36,6 +36,7 @@ SECONDS = float(os.environ.get('FUZZ_SECONDS', '6'))
 SEED = int(os.environ['FUZZ_SEED']) if os.environ.get('FUZZ_SEED') else random.randrange(10 ** 9)
 CLIENTS = 6
 ANSWER_TIMEOUT = 10.0   # nginx's own timeouts below are 2-3 s
+STALL = 3.5             # a stalled client outwaits send_timeout (3 s)
 
 APP = r'''
 import random
@@ -114,6 +115,9 @@ def content(r):
             r.ctx['hi'] = r.hi
         elif c == 'p':
             r.send(b'p' * (7 ** (i % 7)), ngx.SEND_FLUSH)
+            sent = True
+        elif c == 'P':
+            r.send(b'P' * 1000000)
             sent = True
         elif c == 'x':
             raise RuntimeError('fuzz: content raised')
@@ -226,6 +230,7 @@ HTTP = '''
     keepalive_timeout 3s;
     send_timeout 3s;
     lingering_timeout 1s;
+    client_max_body_size 64k;
     %(pools)s
 '''
 
@@ -377,7 +382,11 @@ def play_http(port, case, reloading=False):
     closes idle keep-alive connections): only hangs and crashes are."""
     reqs = case['requests']
     all_valid = all(r[1] for r in reqs)
-    sock = socket.create_connection(('127.0.0.1', port), timeout=ANSWER_TIMEOUT)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if case['mode'] == 'stall':
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(ANSWER_TIMEOUT)
+    sock.connect(('127.0.0.1', port))
     try:
         data = b''.join(r[0] for r in reqs)
         if case['mode'] == 'vanish_req':
@@ -387,6 +396,13 @@ def play_http(port, case, reloading=False):
                 send_split(sock, data[:case['cut']], case)
             except OSError:
                 pass      # the server refused an odd request already
+            return None
+        if case['mode'] == 'stall':
+            try:
+                send_split(sock, data, case)
+            except OSError:
+                pass
+            time.sleep(STALL)
             return None
         if case['mode'] == 'vanish_resp':
             try:
