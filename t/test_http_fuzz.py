@@ -623,6 +623,13 @@ def page(r, wait, part='/part'):
     r.send('end', ngx.SEND_LAST)
 
 
+def big(r):
+    # in pieces larger than nginx's pool blocks: each one its own allocation
+    for i in range(4):
+        r.send(bytes([65 + i]) * 300000, ngx.SEND_FLUSH)
+    r.send(b'', ngx.SEND_LAST)
+
+
 def part(r, wait):
     if wait:
         time.sleep(0.01)
@@ -655,3 +662,23 @@ class FoundByFuzzing(harness.NginxTestCase):
             self.assertLess(time.monotonic() - t0, 2.0, path)
         status, _, body = self.get('/m?x', timeout=4)
         self.assertEqual((status, body), (200, b'partx'))
+
+    def test_subrequest_output_is_not_freed_while_queued(self):
+        # FUZZ_SEED=557949921 under AddressSanitizer: a subrequest's r.send
+        # freed its piece while nginx still had it queued (in the parent's
+        # postponed list, or in the connection's buffers, which `busy` does
+        # not look at for subrequests); the client got freed memory.
+        self.nginx_env = {'MALLOC_MMAP_THRESHOLD_': '131072'}   # freed = unmapped
+        self.start(http='''
+            python_include app.py;
+            server {
+                listen 127.0.0.1:%(port)s sndbuf=16k;
+                location /page { ssi on; python_content 'page(r, False, "/big")'; }
+                location /big { python_content 'big(r)'; }
+            }
+        ''', files={'app.py': SUBREQUESTS})
+        part = b''.join(bytes([65 + i]) * 300000 for i in range(4))
+        for _ in range(3):
+            status, _, body = self.get('/page', timeout=10)
+            self.assertEqual(status, 200)
+            self.assertTrue(body == part + b'|' + part + b'|end', 'the body differs (%d bytes)' % len(body))

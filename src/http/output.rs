@@ -76,6 +76,16 @@ pub unsafe fn send(r: *mut ngx_http_request_t, data: &[u8], flush: bool, last: b
             None => return Ok(()), // cannot wait here: nginx keeps it queued
         }
     }
+    if r != (*r).main || !(*r).out.is_null() {
+        // Not known to be sent: a subrequest's output may still wait in its
+        // parent's postponed list or the connection's buffers (which `busy`
+        // cannot see for it), and the write filter keeps pieces below
+        // postpone_output in `r->out`. The pool frees them with the request.
+        if r != (*r).main {
+            pending.clear();
+        }
+        return Ok(());
+    }
     // Everything queued so far is on the wire: its memory can go.
     for p in pending.drain(..) {
         ffi::ngx_pfree((*r).pool, p as *mut std::os::raw::c_void);
