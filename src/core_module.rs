@@ -62,56 +62,60 @@ pub static mut ngx_python_module: ngx_module_t = ffi::module(
 /// This cycle's configuration; Python is not started yet (`python_venv`
 /// may still say how).
 unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
-    crate::panic_guard::guard((*cycle).log, "python configuration", || {
-        let conf_prefix = String::from_utf8_lossy(ffi::bytes(&(*cycle).conf_prefix)).into_owned();
-        let conf = CoreConf {
-            state: None,
-            conf_prefix,
-            stack_size: None,
-            paths: Vec::new(),
-            venv: None,
-            shared: Vec::new(),
-            init_worker: Vec::new(),
-        };
-        ffi::pool_box((*cycle).pool, conf).map_or(ptr::null_mut(), |p| p as *mut c_void)
-    }, || std::ptr::null_mut())
+    crate::panic_guard::guard((*cycle).log, "python configuration", || create_conf_unguarded(cycle), || std::ptr::null_mut())
+}
+
+unsafe fn create_conf_unguarded(cycle: *mut ngx_cycle_t) -> *mut c_void {
+    let conf_prefix = String::from_utf8_lossy(ffi::bytes(&(*cycle).conf_prefix)).into_owned();
+    let conf = CoreConf {
+        state: None,
+        conf_prefix,
+        stack_size: None,
+        paths: Vec::new(),
+        venv: None,
+        shared: Vec::new(),
+        init_worker: Vec::new(),
+    };
+    ffi::pool_box((*cycle).pool, conf).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
 /// A forked worker (or cache helper) re-arms Python and checks what this
 /// build relies on; if that fails it exits with status 2, which nginx never
 /// respawns (see runtime/worker_start.rs).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    crate::panic_guard::guard((*cycle).log, "python process start", || {
-        // Forked by the master (single-process mode runs in the master itself).
-        let forked = [ffi::NGX_PROCESS_WORKER, ffi::NGX_PROCESS_HELPER].map(|p| p as ffi::ngx_uint_t);
-        let process = ffi::ngx_process;
-        let forked = forked.contains(&process);
-        if !interpreter::is_initialized() {
-            return ffi::OK; // no python directive: nothing to do
+    crate::panic_guard::guard((*cycle).log, "python process start", || init_process_unguarded(cycle), || ffi::ERROR)
+}
+
+unsafe fn init_process_unguarded(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // Forked by the master (single-process mode runs in the master itself).
+    let forked = [ffi::NGX_PROCESS_WORKER, ffi::NGX_PROCESS_HELPER].map(|p| p as ffi::ngx_uint_t);
+    let process = ffi::ngx_process;
+    let forked = forked.contains(&process);
+    if !interpreter::is_initialized() {
+        return ffi::OK; // no python directive: nothing to do
+    }
+    crate::runtime::gil::event_thread_started();
+    let started = worker_start::guarded(|| {
+        if forked {
+            interpreter::after_fork()?;
         }
-        crate::runtime::gil::event_thread_started();
-        let started = worker_start::guarded(|| {
-            if forked {
-                interpreter::after_fork()?;
-            }
-            executor::self_check()
-        });
-        if let Err(e) = started {
-            let msg = format!("python: this process cannot run Python {} ({e}); it exits and is not respawned", version::LINKED);
-            ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
-            return ffi::ERROR;
-        }
-        if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
-            || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t
-        {
-            crate::runtime::children::keep_from_nginx();
-        }
-        let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
-        if let Some(size) = conf.as_ref().and_then(|c| c.stack_size) {
-            executor::set_stack_size(size);
-        }
-        ffi::OK
-    }, || ffi::ERROR)
+        executor::self_check()
+    });
+    if let Err(e) = started {
+        let msg = format!("python: this process cannot run Python {} ({e}); it exits and is not respawned", version::LINKED);
+        ffi::log_error(ffi::NGX_LOG_EMERG as usize, (*cycle).log, msg.as_bytes());
+        return ffi::ERROR;
+    }
+    if ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
+        || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t
+    {
+        crate::runtime::children::keep_from_nginx();
+    }
+    let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
+    if let Some(size) = conf.as_ref().and_then(|c| c.stack_size) {
+        executor::set_stack_size(size);
+    }
+    ffi::OK
 }
 
 thread_local! {
@@ -134,34 +138,38 @@ pub fn worker_started() -> bool {
 /// # Safety
 /// Called by nginx in a starting process with its live cycle.
 pub unsafe extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    crate::panic_guard::guard((*cycle).log, "python_init_worker", || {
-        let worker = ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
-            || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t;
-        let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
-        if !worker || conf.is_null() || !interpreter::is_initialized() {
-            return ffi::OK;
-        }
-        WORKER_STARTED.set(true);
-        crate::timers::watch_exit(cycle);
-        Python::attach(|py| {
-            for h in &(*conf).init_worker {
-                if let Err(e) = h.call0(py) {
-                    errors::log_exception(py, (*cycle).log, "python_init_worker", &e);
-                }
+    crate::panic_guard::guard((*cycle).log, "python_init_worker", || init_worker_unguarded(cycle), || ffi::ERROR)
+}
+
+unsafe fn init_worker_unguarded(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let worker = ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
+        || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t;
+    let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
+    if !worker || conf.is_null() || !interpreter::is_initialized() {
+        return ffi::OK;
+    }
+    WORKER_STARTED.set(true);
+    crate::timers::watch_exit(cycle);
+    Python::attach(|py| {
+        for h in &(*conf).init_worker {
+            if let Err(e) = h.call0(py) {
+                errors::log_exception(py, (*cycle).log, "python_init_worker", &e);
             }
-        });
-        ffi::OK
-    }, || ffi::ERROR)
+        }
+    });
+    ffi::OK
 }
 
 /// Worker exit: timers are cancelled and handlers still waiting unwind
 /// (their `finally` blocks run).
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
-    crate::panic_guard::guard((*_cycle).log, "python process exit", || {
-        crate::timers::cancel_all();
-        crate::timers::unwatch_exit();
-        executor::exit_process();
-    }, || ())
+    crate::panic_guard::guard((*_cycle).log, "python process exit", || exit_process_unguarded(_cycle), || ())
+}
+
+unsafe fn exit_process_unguarded(_cycle: *mut ngx_cycle_t) {
+    crate::timers::cancel_all();
+    crate::timers::unwatch_exit();
+    executor::exit_process();
 }
 
 /// The core module's configuration being parsed.
@@ -177,15 +185,17 @@ pub unsafe fn conf<'a>(cf: *mut ngx_conf_t) -> &'a mut CoreConf {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 unsafe extern "C" fn python_init_worker(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_init_worker", || {
-        match compile_arg(cf, 1, "") {
-            Some(h) => {
-                conf(cf).init_worker.push(h);
-                ptr::null_mut()
-            }
-            None => ffi::CONF_ERROR,
+    crate::panic_guard::guard_conf(cf, "python_init_worker", || python_init_worker_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_init_worker_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    match compile_arg(cf, 1, "") {
+        Some(h) => {
+            conf(cf).init_worker.push(h);
+            ptr::null_mut()
         }
-    })
+        None => ffi::CONF_ERROR,
+    }
 }
 
 /// This configuration's Python state, from any directive handler: at the
@@ -229,18 +239,20 @@ unsafe fn arg(cf: *mut ngx_conf_t, i: usize) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python", || {
-        let code = arg(cf, 1);
-        let (file, end_line) = ffi::conf_position(cf);
-        let origin = Origin { file: &file, end_line };
-        let Some(state) = state(cf) else { return ffi::CONF_ERROR };
-        Python::attach(|py| match state.exec(py, &code, &origin) {
-            Ok(()) => ptr::null_mut(),
-            Err(e) => {
-                errors::conf_exception(py, cf, "python", &e);
-                ffi::CONF_ERROR
-            }
-        })
+    crate::panic_guard::guard_conf(cf, "python", || python_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let code = arg(cf, 1);
+    let (file, end_line) = ffi::conf_position(cf);
+    let origin = Origin { file: &file, end_line };
+    let Some(state) = state(cf) else { return ffi::CONF_ERROR };
+    Python::attach(|py| match state.exec(py, &code, &origin) {
+        Ok(()) => ptr::null_mut(),
+        Err(e) => {
+            errors::conf_exception(py, cf, "python", &e);
+            ffi::CONF_ERROR
+        }
     })
 }
 
@@ -250,51 +262,53 @@ pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_include", || {
-        let mut name = ffi::conf_args(cf)[1];
-        if ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ffi::OK {
-            return ffi::CONF_ERROR;
-        }
-        let path = String::from_utf8_lossy(ffi::bytes(&name)).into_owned();
-        let Some(state) = state(cf) else { return ffi::CONF_ERROR };
-        Python::attach(|py| {
-            let files: Vec<String> = if path.contains(['*', '?', '[']) {
-                let found = py
-                    .import("glob")
-                    .and_then(|g| g.call_method1("glob", (&path,)))
-                    .and_then(|l| l.extract::<Vec<String>>());
-                match found {
-                    Ok(mut f) => {
-                        f.sort();
-                        f
-                    }
-                    Err(e) => {
-                        errors::conf_exception(py, cf, &format!("python_include \"{path}\""), &e);
-                        return ffi::CONF_ERROR;
-                    }
+    crate::panic_guard::guard_conf(cf, "python_include", || python_include_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_include_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let mut name = ffi::conf_args(cf)[1];
+    if ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ffi::OK {
+        return ffi::CONF_ERROR;
+    }
+    let path = String::from_utf8_lossy(ffi::bytes(&name)).into_owned();
+    let Some(state) = state(cf) else { return ffi::CONF_ERROR };
+    Python::attach(|py| {
+        let files: Vec<String> = if path.contains(['*', '?', '[']) {
+            let found = py
+                .import("glob")
+                .and_then(|g| g.call_method1("glob", (&path,)))
+                .and_then(|l| l.extract::<Vec<String>>());
+            match found {
+                Ok(mut f) => {
+                    f.sort();
+                    f
                 }
-            } else {
-                vec![path.clone()]
-            };
-            for file in files {
-                let code = match std::fs::read(&file) {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => {
-                        ffi::conf_error(cf, format!("python_include \"{file}\": {e}").as_bytes());
-                        return ffi::CONF_ERROR;
-                    }
-                };
-                // Line numbers in an included file are its own: it "ends" on
-                // its last line.
-                let end_line = code.matches('\n').count() + 1;
-                let origin = Origin { file: &file, end_line };
-                if let Err(e) = state.exec(py, &code, &origin) {
-                    errors::conf_exception(py, cf, &format!("python_include \"{file}\""), &e);
+                Err(e) => {
+                    errors::conf_exception(py, cf, &format!("python_include \"{path}\""), &e);
                     return ffi::CONF_ERROR;
                 }
             }
-            ptr::null_mut()
-        })
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let code = match std::fs::read(&file) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => {
+                    ffi::conf_error(cf, format!("python_include \"{file}\": {e}").as_bytes());
+                    return ffi::CONF_ERROR;
+                }
+            };
+            // Line numbers in an included file are its own: it "ends" on
+            // its last line.
+            let end_line = code.matches('\n').count() + 1;
+            let origin = Origin { file: &file, end_line };
+            if let Err(e) = state.exec(py, &code, &origin) {
+                errors::conf_exception(py, cf, &format!("python_include \"{file}\""), &e);
+                return ffi::CONF_ERROR;
+            }
+        }
+        ptr::null_mut()
     })
 }
 
@@ -315,38 +329,40 @@ unsafe fn full_path_arg(cf: *mut ngx_conf_t) -> Option<String> {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_venv(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_venv", || {
-        let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
-        let dir = std::fs::canonicalize(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or(dir);
-        let fail = |msg: String| {
-            ffi::conf_error(cf, format!("python_venv \"{dir}\": {msg}").as_bytes());
-            ffi::CONF_ERROR
-        };
-        if conf(cf).state.is_some() {
-            return fail("must come before the other python directives (Python has started)".into());
+    crate::panic_guard::guard_conf(cf, "python_venv", || python_venv_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_venv_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
+    let dir = std::fs::canonicalize(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or(dir);
+    let fail = |msg: String| {
+        ffi::conf_error(cf, format!("python_venv \"{dir}\": {msg}").as_bytes());
+        ffi::CONF_ERROR
+    };
+    if conf(cf).state.is_some() {
+        return fail("must come before the other python directives (Python has started)".into());
+    }
+    match interpreter::started_with_venv() {
+        Some(Some(running)) if running == dir => {
+            conf(cf).venv = Some(dir);
+            return ptr::null_mut();
         }
-        match interpreter::started_with_venv() {
-            Some(Some(running)) if running == dir => {
-                conf(cf).venv = Some(dir);
-                return ptr::null_mut();
-            }
-            Some(running) => return fail(venv_change_error(&running)),
-            None => {}
-        }
-        let program = match venv::program(&dir) {
-            Ok(p) => p,
-            Err(e) => return fail(e),
-        };
-        interpreter::ensure_initialized(Some((&dir, &program)));
-        conf(cf).venv = Some(dir.clone());
-        // site sets sys.prefix to the venv; anything else means it was not used.
-        let prefix = Python::attach(|py| py.import("sys")?.getattr("prefix")?.extract::<String>());
-        match prefix {
-            Ok(p) if std::fs::canonicalize(&p).map(|p| p.to_string_lossy() == dir).unwrap_or(false) => ptr::null_mut(),
-            Ok(p) => fail(format!("Python started with sys.prefix \"{p}\", not the venv (is PYTHONHOME set?)")),
-            Err(e) => fail(e.to_string()),
-        }
-    })
+        Some(running) => return fail(venv_change_error(&running)),
+        None => {}
+    }
+    let program = match venv::program(&dir) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    interpreter::ensure_initialized(Some((&dir, &program)));
+    conf(cf).venv = Some(dir.clone());
+    // site sets sys.prefix to the venv; anything else means it was not used.
+    let prefix = Python::attach(|py| py.import("sys")?.getattr("prefix")?.extract::<String>());
+    match prefix {
+        Ok(p) if std::fs::canonicalize(&p).map(|p| p.to_string_lossy() == dir).unwrap_or(false) => ptr::null_mut(),
+        Ok(p) => fail(format!("Python started with sys.prefix \"{p}\", not the venv (is PYTHONHOME set?)")),
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 fn venv_change_error(running: &Option<String>) -> String {
@@ -360,23 +376,25 @@ fn venv_change_error(running: &Option<String>) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_path(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_path", || {
-        let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
-        if state(cf).is_none() {
-            return ffi::CONF_ERROR;
+    crate::panic_guard::guard_conf(cf, "python_path", || python_path_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_path_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
+    if state(cf).is_none() {
+        return ffi::CONF_ERROR;
+    }
+    let conf = conf(cf);
+    match Python::attach(|py| python_path::add(py, conf.paths.len(), &dir)) {
+        Ok(()) => {
+            conf.paths.push(dir);
+            ptr::null_mut()
         }
-        let conf = conf(cf);
-        match Python::attach(|py| python_path::add(py, conf.paths.len(), &dir)) {
-            Ok(()) => {
-                conf.paths.push(dir);
-                ptr::null_mut()
-            }
-            Err(e) => {
-                Python::attach(|py| errors::conf_exception(py, cf, "python_path", &e));
-                ffi::CONF_ERROR
-            }
+        Err(e) => {
+            Python::attach(|py| errors::conf_exception(py, cf, "python_path", &e));
+            ffi::CONF_ERROR
         }
-    })
+    }
 }
 
 /// `python_stack_size SIZE`: one value for the configuration (unblock builds
@@ -385,23 +403,25 @@ pub unsafe extern "C" fn python_path(cf: *mut ngx_conf_t, _cmd: *mut ngx_command
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_stack_size(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_stack_size", || {
-        let value = arg(cf, 1);
-        let state = conf(cf);
-        if state.stack_size.is_some() {
-            return c"is duplicate".as_ptr() as *mut c_char;
+    crate::panic_guard::guard_conf(cf, "python_stack_size", || python_stack_size_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_stack_size_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    let value = arg(cf, 1);
+    let state = conf(cf);
+    if state.stack_size.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    match text::parse_size(&value) {
+        Some(n) if n >= 16 * 1024 => {
+            state.stack_size = Some(n);
+            ptr::null_mut()
         }
-        match text::parse_size(&value) {
-            Some(n) if n >= 16 * 1024 => {
-                state.stack_size = Some(n);
-                ptr::null_mut()
-            }
-            _ => {
-                ffi::conf_error(cf, format!("invalid python_stack_size \"{value}\" (at least 16k)").as_bytes());
-                ffi::CONF_ERROR
-            }
+        _ => {
+            ffi::conf_error(cf, format!("invalid python_stack_size \"{value}\" (at least 16k)").as_bytes());
+            ffi::CONF_ERROR
         }
-    })
+    }
 }
 
 /// Directive argument `i` as a variable name to define (`$name`), without

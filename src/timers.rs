@@ -128,42 +128,44 @@ fn remove(id: u64) -> Option<Box<Timer>> {
 }
 
 unsafe extern "C" fn fired(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "ngx.timer", || {
-        let id = (*ev).data as usize as u64;
-        // Next tick first (periodic), then the run; a tick that finds the
-        // previous run still waiting is skipped.
-        let call = TIMERS.with_borrow_mut(|m| {
-            let t = m.get_mut(&id)?;
-            if let Some(ms) = t.interval {
-                // SAFETY: the table owns the event.
-                unsafe { ffi::ngx_python_add_timer(&mut t.ev, ms) };
-            }
-            if RUNNING.with_borrow(|r| r.contains_key(&id)) {
-                return None;
-            }
-            Python::attach(|py| Some((t.func.clone_ref(py), t.args.clone_ref(py), t.interval.is_some())))
-        });
-        let Some((func, args, periodic)) = call else { return };
-        if !periodic {
-            drop(remove(id));
+    crate::panic_guard::guard((*ev).log, "ngx.timer", || fired_unguarded(ev), || ())
+}
+
+unsafe fn fired_unguarded(ev: *mut ngx_event_t) {
+    let id = (*ev).data as usize as u64;
+    // Next tick first (periodic), then the run; a tick that finds the
+    // previous run still waiting is skipped.
+    let call = TIMERS.with_borrow_mut(|m| {
+        let t = m.get_mut(&id)?;
+        if let Some(ms) = t.interval {
+            // SAFETY: the table owns the event.
+            unsafe { ffi::ngx_python_add_timer(&mut t.ev, ms) };
         }
-        let log = (*ffi::ngx_cycle).log;
-        let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0, after_event: None };
-        let task = move || {
-            Python::attach(|py| {
-                if let Err(e) = func.bind(py).call1(args.bind(py)) {
-                    // SAFETY: the cycle's log lives as long as the worker.
-                    unsafe { log_exception(py, log, "ngx.timer", &e) };
-                }
-            })
-        };
-        let done = move |_: Option<()>| {
-            RUNNING.with_borrow_mut(|r| r.remove(&id));
-        };
-        if let Outcome::Suspended(h) = executor::run(env, task, done) {
-            RUNNING.with_borrow_mut(|r| r.insert(id, h));
+        if RUNNING.with_borrow(|r| r.contains_key(&id)) {
+            return None;
         }
-    }, || ())
+        Python::attach(|py| Some((t.func.clone_ref(py), t.args.clone_ref(py), t.interval.is_some())))
+    });
+    let Some((func, args, periodic)) = call else { return };
+    if !periodic {
+        drop(remove(id));
+    }
+    let log = (*ffi::ngx_cycle).log;
+    let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0, after_event: None };
+    let task = move || {
+        Python::attach(|py| {
+            if let Err(e) = func.bind(py).call1(args.bind(py)) {
+                // SAFETY: the cycle's log lives as long as the worker.
+                unsafe { log_exception(py, log, "ngx.timer", &e) };
+            }
+        })
+    };
+    let done = move |_: Option<()>| {
+        RUNNING.with_borrow_mut(|r| r.remove(&id));
+    };
+    if let Outcome::Suspended(h) = executor::run(env, task, done) {
+        RUNNING.with_borrow_mut(|r| r.insert(id, h));
+    }
 }
 
 /// Cancels every timer and wakes waiting runs with `ngx.Cancelled`.
@@ -208,10 +210,12 @@ pub unsafe fn watch_exit(cycle: *mut ffi::ngx_cycle_t) {
 }
 
 unsafe extern "C" fn exiting(_ev: *mut ngx_event_t) {
-    crate::panic_guard::guard(std::ptr::null_mut(), "ngx.timer at exit", || {
-        cancel_all();
-        unwatch_exit();
-    }, || ())
+    crate::panic_guard::guard(std::ptr::null_mut(), "ngx.timer at exit", || exiting_unguarded(_ev), || ())
+}
+
+unsafe fn exiting_unguarded(_ev: *mut ngx_event_t) {
+    cancel_all();
+    unwatch_exit();
 }
 
 /// Releases the exit hook's connection (also at worker exit).

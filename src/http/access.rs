@@ -20,57 +20,59 @@ use crate::runtime::errors::log_exception;
 const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    crate::panic_guard::guard((*(*r).connection).log, "python_access", || {
-        if loc_conf(r).access.is_empty() {
-            return ffi::DECLINED;
-        }
-        let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_access", &e))) {
-            Ok(ctx) => ctx,
-            Err(()) => return SERVER_ERROR,
-        };
-        if let Some(rc) = ctx.access_rc.take() {
-            return rc; // the handlers finished after suspending
-        }
-        if ctx.waiting.get().is_some() {
-            return ffi::DONE; // still waiting (a stray event re-ran the phase)
-        }
-        let done = move |rc: Option<ngx_int_t>| {
-            // SAFETY: `done` runs only while the request lives (its end cancels).
-            unsafe {
-                // Finalizing may free the request (and its pool): the
-                // connection, which nginx keeps, is what runs posted requests.
-                let c = (*r).connection;
-                let ctx = &*super::request::existing_ctx(r);
-                ctx.waiting.set(None);
-                wake_request(r);
-                match rc {
-                    // Go on through the phase engine, which asks us again.
-                    Some(rc) if !ffi::exiting() => {
-                        ctx.access_rc.set(Some(rc));
-                        ffi::ngx_http_core_run_phases(r);
-                    }
-                    // The handler died, or the worker exits: end the request.
-                    _ => ffi::ngx_http_finalize_request(r, SERVER_ERROR),
-                }
-                ffi::ngx_http_run_posted_requests(c);
-            }
-        };
-        // Set before running: what the handler arms while it runs (e.g. a
-        // write handler in r.send) must win.
-        suspend_request(r);
-        let outcome = executor::run(env(r), move || run_handlers(r), done);
-        if !matches!(outcome, Outcome::Suspended(_)) {
+    crate::panic_guard::guard((*(*r).connection).log, "python_access", || access_handler_unguarded(r), || SERVER_ERROR)
+}
+
+unsafe fn access_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
+    if loc_conf(r).access.is_empty() {
+        return ffi::DECLINED;
+    }
+    let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_access", &e))) {
+        Ok(ctx) => ctx,
+        Err(()) => return SERVER_ERROR,
+    };
+    if let Some(rc) = ctx.access_rc.take() {
+        return rc; // the handlers finished after suspending
+    }
+    if ctx.waiting.get().is_some() {
+        return ffi::DONE; // still waiting (a stray event re-ran the phase)
+    }
+    let done = move |rc: Option<ngx_int_t>| {
+        // SAFETY: `done` runs only while the request lives (its end cancels).
+        unsafe {
+            // Finalizing may free the request (and its pool): the
+            // connection, which nginx keeps, is what runs posted requests.
+            let c = (*r).connection;
+            let ctx = &*super::request::existing_ctx(r);
+            ctx.waiting.set(None);
             wake_request(r);
-        }
-        match outcome {
-            Outcome::Done(rc) => rc,
-            Outcome::Suspended(h) => {
-                ctx.waiting.set(Some(h));
-                ffi::DONE
+            match rc {
+                // Go on through the phase engine, which asks us again.
+                Some(rc) if !ffi::exiting() => {
+                    ctx.access_rc.set(Some(rc));
+                    ffi::ngx_http_core_run_phases(r);
+                }
+                // The handler died, or the worker exits: end the request.
+                _ => ffi::ngx_http_finalize_request(r, SERVER_ERROR),
             }
-            Outcome::Failed => SERVER_ERROR,
+            ffi::ngx_http_run_posted_requests(c);
         }
-    }, || SERVER_ERROR)
+    };
+    // Set before running: what the handler arms while it runs (e.g. a
+    // write handler in r.send) must win.
+    suspend_request(r);
+    let outcome = executor::run(env(r), move || run_handlers(r), done);
+    if !matches!(outcome, Outcome::Suspended(_)) {
+        wake_request(r);
+    }
+    match outcome {
+        Outcome::Done(rc) => rc,
+        Outcome::Suspended(h) => {
+            ctx.waiting.set(Some(h));
+            ffi::DONE
+        }
+        Outcome::Failed => SERVER_ERROR,
+    }
 }
 
 unsafe fn run_handlers(r: *mut ngx_http_request_t) -> ngx_int_t {

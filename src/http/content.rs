@@ -19,43 +19,47 @@ use crate::runtime::errors::log_exception;
 const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    crate::panic_guard::guard((*(*r).connection).log, "python_content", || {
-        let rc = ffi::ngx_http_read_client_request_body(r, Some(body_read));
-        if rc >= ffi::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
-            return rc;
-        }
-        ffi::DONE
-    }, || SERVER_ERROR)
+    crate::panic_guard::guard((*(*r).connection).log, "python_content", || content_handler_unguarded(r), || SERVER_ERROR)
+}
+
+unsafe fn content_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let rc = ffi::ngx_http_read_client_request_body(r, Some(body_read));
+    if rc >= ffi::NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    ffi::DONE
 }
 
 /// Runs once the body is in; ends the request with the handler's outcome.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
-    crate::panic_guard::guard((*(*r).connection).log, "python_content", || {
-        let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_content", &e))) {
-            Ok(ctx) => ctx,
-            Err(()) => return ffi::ngx_http_finalize_request(r, SERVER_ERROR),
-        };
-        let done = move |rc: Option<ngx_int_t>| {
-            // SAFETY: `done` runs only while the request lives (its end cancels).
-            unsafe {
-                // Finalizing may free the request (and its pool): the
-                // connection, which nginx keeps, is what runs posted requests.
-                let c = (*r).connection;
-                (*super::request::existing_ctx(r)).waiting.set(None);
-                super::wake_request(r);
-                ffi::ngx_http_finalize_request(r, rc.unwrap_or_else(|| failed(r)));
-                ffi::ngx_http_run_posted_requests(c);
-            }
-        };
-        // Set before running: what the handler arms while it runs (e.g. a
-        // write handler in r.send) must win.
-        suspend_request(r);
-        match executor::run(env(r), move || run_handler(r), done) {
-            Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, rc),
-            Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
-            Outcome::Failed => ffi::ngx_http_finalize_request(r, failed(r)),
+    crate::panic_guard::guard((*(*r).connection).log, "python_content", || body_read_unguarded(r), || ffi::ngx_http_finalize_request(r, SERVER_ERROR))
+}
+
+unsafe fn body_read_unguarded(r: *mut ngx_http_request_t) {
+    let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_content", &e))) {
+        Ok(ctx) => ctx,
+        Err(()) => return ffi::ngx_http_finalize_request(r, SERVER_ERROR),
+    };
+    let done = move |rc: Option<ngx_int_t>| {
+        // SAFETY: `done` runs only while the request lives (its end cancels).
+        unsafe {
+            // Finalizing may free the request (and its pool): the
+            // connection, which nginx keeps, is what runs posted requests.
+            let c = (*r).connection;
+            (*super::request::existing_ctx(r)).waiting.set(None);
+            super::wake_request(r);
+            ffi::ngx_http_finalize_request(r, rc.unwrap_or_else(|| failed(r)));
+            ffi::ngx_http_run_posted_requests(c);
         }
-    }, || ffi::ngx_http_finalize_request(r, SERVER_ERROR))
+    };
+    // Set before running: what the handler arms while it runs (e.g. a
+    // write handler in r.send) must win.
+    suspend_request(r);
+    match executor::run(env(r), move || run_handler(r), done) {
+        Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, rc),
+        Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
+        Outcome::Failed => ffi::ngx_http_finalize_request(r, failed(r)),
+    }
 }
 
 unsafe fn failed(r: *mut ngx_http_request_t) -> ngx_int_t {

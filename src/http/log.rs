@@ -10,27 +10,29 @@ use crate::ffi::{self, ngx_http_request_t, ngx_int_t};
 use crate::runtime::errors::log_exception;
 
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    crate::panic_guard::guard((*(*r).connection).log, "python_log", || {
-        let handlers = &loc_conf(r).log;
-        if handlers.is_empty() {
-            return ffi::OK;
-        }
-        let log = (*(*r).connection).log;
-        executor::run_nonsuspending(|| {
-            Python::attach(|py| {
-                let result = request_object(py, r).map(|obj| {
-                    for h in handlers {
-                        if let Err(e) = h.call(obj.as_any()) {
-                            log_exception(py, log, "python_log", &e);
-                        }
+    crate::panic_guard::guard((*(*r).connection).log, "python_log", || log_handler_unguarded(r), || ffi::OK)
+}
+
+unsafe fn log_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let handlers = &loc_conf(r).log;
+    if handlers.is_empty() {
+        return ffi::OK;
+    }
+    let log = (*(*r).connection).log;
+    executor::run_nonsuspending(|| {
+        Python::attach(|py| {
+            let result = request_object(py, r).map(|obj| {
+                for h in handlers {
+                    if let Err(e) = h.call(obj.as_any()) {
+                        log_exception(py, log, "python_log", &e);
                     }
-                    ()
-                });
-                if let Err(e) = result {
-                    log_exception(py, log, "python_log", &e);
                 }
-            })
-        });
-        ffi::OK
-    }, || ffi::OK)
+                ()
+            });
+            if let Err(e) = result {
+                log_exception(py, log, "python_log", &e);
+            }
+        })
+    });
+    ffi::OK
 }

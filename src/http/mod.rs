@@ -80,66 +80,78 @@ pub fn module() -> &'static ngx_module_t {
 }
 
 unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    crate::panic_guard::guard((*cf).log, "python location configuration", || {
-        ffi::pool_box((*cf).pool, LocConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
-    }, || std::ptr::null_mut())
+    crate::panic_guard::guard((*cf).log, "python location configuration", || create_loc_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_loc_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
+    ffi::pool_box((*cf).pool, LocConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
 unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || {
-        let (parent, child) = (&*(parent as *const LocConf), &mut *(child as *mut LocConf));
-        if child.access.is_empty() {
-            child.access = parent.access.clone();
-        }
-        if child.log.is_empty() {
-            child.log = parent.log.clone();
-        }
-        ptr::null_mut()
-    })
+    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || merge_loc_conf_unguarded(cf, parent, child))
+}
+
+unsafe fn merge_loc_conf_unguarded(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+    let (parent, child) = (&*(parent as *const LocConf), &mut *(child as *mut LocConf));
+    if child.access.is_empty() {
+        child.access = parent.access.clone();
+    }
+    if child.log.is_empty() {
+        child.log = parent.log.clone();
+    }
+    ptr::null_mut()
 }
 
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    crate::panic_guard::guard((*cf).log, "python http phases", || {
-        let cmcf = ffi::http_main_conf::<ffi::ngx_http_core_main_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
-        let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 2] = [
-            (ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize, access::access_handler),
-            (ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log::log_handler),
-        ];
-        for (phase, handler) in phases {
-            let h = ffi::ngx_array_push(&mut (*cmcf).phases[phase].handlers) as *mut ffi::ngx_http_handler_pt;
-            if h.is_null() {
-                return ffi::ERROR;
-            }
-            *h = Some(handler);
+    crate::panic_guard::guard((*cf).log, "python http phases", || postconfiguration_unguarded(cf), || ffi::ERROR)
+}
+
+unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let cmcf = ffi::http_main_conf::<ffi::ngx_http_core_main_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 2] = [
+        (ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize, access::access_handler),
+        (ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log::log_handler),
+    ];
+    for (phase, handler) in phases {
+        let h = ffi::ngx_array_push(&mut (*cmcf).phases[phase].handlers) as *mut ffi::ngx_http_handler_pt;
+        if h.is_null() {
+            return ffi::ERROR;
         }
-        ffi::OK
-    }, || ffi::ERROR)
+        *h = Some(handler);
+    }
+    ffi::OK
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_access", || {
-        core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).access, "r")
-    })
+    crate::panic_guard::guard_conf(cf, "python_access", || python_access_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_access_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).access, "r")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_log", || {
-        core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).log, "r")
-    })
+    crate::panic_guard::guard_conf(cf, "python_log", || python_log_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_log_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).log, "r")
 }
 
 unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_content", || {
-        let lcf = &mut *(conf as *mut LocConf);
-        if lcf.content.is_some() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let Some(h) = core_module::compile_arg(cf, 1, "r") else { return ffi::CONF_ERROR };
-        lcf.content = Some(h);
-        let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
-        (*clcf).handler = Some(content::content_handler);
-        ptr::null_mut()
-    })
+    crate::panic_guard::guard_conf(cf, "python_content", || python_content_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_content_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    let lcf = &mut *(conf as *mut LocConf);
+    if lcf.content.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let Some(h) = core_module::compile_arg(cf, 1, "r") else { return ffi::CONF_ERROR };
+    lcf.content = Some(h);
+    let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    (*clcf).handler = Some(content::content_handler);
+    ptr::null_mut()
 }
 
 /// The location configuration of `r`.

@@ -121,30 +121,32 @@ unsafe fn arm_write_event(r: *mut ngx_http_request_t) {
 /// once it is empty, the waiting `send` goes on. A timeout or an error ends
 /// the request, which cancels the handler.
 unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
-    crate::panic_guard::guard((*(*r).connection).log, "r.send", || {
-        let c = (*r).connection;
-        let wev = (*c).write;
-        if (*wev).timedout() != 0 {
-            ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client timed out");
-            (*c).set_timedout(1);
-            ffi::ngx_http_finalize_request(r, ffi::NGX_HTTP_REQUEST_TIME_OUT as ffi::ngx_int_t);
-            return;
-        }
-        if ffi::ngx_http_output_filter(r, std::ptr::null_mut()) == ffi::ERROR {
-            ffi::ngx_http_finalize_request(r, ffi::ERROR);
-            return;
-        }
-        if busy(r) {
-            arm_write_event(r);
-            return;
-        }
-        ffi::ngx_python_del_timer(wev);
-        (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
-        // The phase glue recorded the waiting handler when it suspended.
-        if let Some(h) = (*super::request::existing_ctx(r)).waiting.get() {
-            h.wake();
-        }
-    }, || ffi::ngx_http_finalize_request(r, ffi::ERROR))
+    crate::panic_guard::guard((*(*r).connection).log, "r.send", || on_writable_unguarded(r), || ffi::ngx_http_finalize_request(r, ffi::ERROR))
+}
+
+unsafe fn on_writable_unguarded(r: *mut ngx_http_request_t) {
+    let c = (*r).connection;
+    let wev = (*c).write;
+    if (*wev).timedout() != 0 {
+        ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client timed out");
+        (*c).set_timedout(1);
+        ffi::ngx_http_finalize_request(r, ffi::NGX_HTTP_REQUEST_TIME_OUT as ffi::ngx_int_t);
+        return;
+    }
+    if ffi::ngx_http_output_filter(r, std::ptr::null_mut()) == ffi::ERROR {
+        ffi::ngx_http_finalize_request(r, ffi::ERROR);
+        return;
+    }
+    if busy(r) {
+        arm_write_event(r);
+        return;
+    }
+    ffi::ngx_python_del_timer(wev);
+    (*r).write_event_handler = Some(ffi::ngx_http_request_empty_handler);
+    // The phase glue recorded the waiting handler when it suspended.
+    if let Some(h) = (*super::request::existing_ctx(r)).waiting.get() {
+        h.wake();
+    }
 }
 
 /// Completes the response after a content handler returned: the header if

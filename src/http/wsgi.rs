@@ -40,29 +40,31 @@ unsafe fn script_name(clcf: *mut ffi::ngx_http_core_loc_conf_t) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_wsgi", || {
-        let lcf = &mut *(conf as *mut LocConf);
-        if lcf.content.is_some() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let spec = String::from_utf8_lossy(ffi::bytes(&ffi::conf_args(cf)[1])).into_owned();
-        let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
-        let script = script_name(clcf);
-        let conf_id = (*cf).cycle as usize;
-        let Some(state) = core_module::state(cf) else { return ffi::CONF_ERROR };
-        let handler = Python::attach(|py| {
-            let made = wsgi_module(py).and_then(|m| m.call_method1("handler", (&spec, &script, conf_id)));
-            match made {
-                Ok(f) => Some(state.keep(&f)),
-                Err(e) => {
-                    errors::conf_exception(py, cf, &format!("python_wsgi \"{spec}\""), &e);
-                    None
-                }
+    crate::panic_guard::guard_conf(cf, "python_wsgi", || python_wsgi_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_wsgi_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    let lcf = &mut *(conf as *mut LocConf);
+    if lcf.content.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let spec = String::from_utf8_lossy(ffi::bytes(&ffi::conf_args(cf)[1])).into_owned();
+    let clcf = ffi::http_conf_loc_conf::<ffi::ngx_http_core_loc_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
+    let script = script_name(clcf);
+    let conf_id = (*cf).cycle as usize;
+    let Some(state) = core_module::state(cf) else { return ffi::CONF_ERROR };
+    let handler = Python::attach(|py| {
+        let made = wsgi_module(py).and_then(|m| m.call_method1("handler", (&spec, &script, conf_id)));
+        match made {
+            Ok(f) => Some(state.keep(&f)),
+            Err(e) => {
+                errors::conf_exception(py, cf, &format!("python_wsgi \"{spec}\""), &e);
+                None
             }
-        });
-        let Some(h) = handler else { return ffi::CONF_ERROR };
-        lcf.content = Some(h);
-        (*clcf).handler = Some(content::content_handler);
-        ptr::null_mut()
-    })
+        }
+    });
+    let Some(h) = handler else { return ffi::CONF_ERROR };
+    lcf.content = Some(h);
+    (*clcf).handler = Some(content::content_handler);
+    ptr::null_mut()
 }

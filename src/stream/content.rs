@@ -12,29 +12,31 @@ use crate::ffi::{self, ngx_int_t, ngx_stream_session_t};
 use crate::runtime::errors::log_exception;
 
 pub unsafe extern "C" fn content_handler(s: *mut ngx_stream_session_t) {
-    crate::panic_guard::guard((*(*s).connection).log, "python_content", || {
-        let log = (*(*s).connection).log;
-        let ctx = match Python::attach(|py| session_ctx(py, s).map_err(|e| log_exception(py, log, "python_content", &e))) {
-            Ok(ctx) => ctx,
-            Err(()) => return finalize(s, STATUS_ERROR),
-        };
-        if ctx.waiting.get().is_some() {
-            return; // the handler waits (unblock); an event re-ran the phase
+    crate::panic_guard::guard((*(*s).connection).log, "python_content", || content_handler_unguarded(s), || finalize(s, STATUS_ERROR))
+}
+
+unsafe fn content_handler_unguarded(s: *mut ngx_stream_session_t) {
+    let log = (*(*s).connection).log;
+    let ctx = match Python::attach(|py| session_ctx(py, s).map_err(|e| log_exception(py, log, "python_content", &e))) {
+        Ok(ctx) => ctx,
+        Err(()) => return finalize(s, STATUS_ERROR),
+    };
+    if ctx.waiting.get().is_some() {
+        return; // the handler waits (unblock); an event re-ran the phase
+    }
+    let done = move |rc: Option<ngx_int_t>| {
+        // SAFETY: `done` runs only while the session lives (its end cancels).
+        unsafe {
+            (*stream_ctx::<SessionCtx>(s, module())).waiting.set(None);
+            finalize(s, rc.unwrap_or(STATUS_ERROR));
         }
-        let done = move |rc: Option<ngx_int_t>| {
-            // SAFETY: `done` runs only while the session lives (its end cancels).
-            unsafe {
-                (*stream_ctx::<SessionCtx>(s, module())).waiting.set(None);
-                finalize(s, rc.unwrap_or(STATUS_ERROR));
-            }
-        };
-        watch_client(s);
-        match executor::run(env(s), move || run_handler(s), done) {
-            Outcome::Done(rc) => finalize(s, rc),
-            Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
-            Outcome::Failed => finalize(s, STATUS_ERROR),
-        }
-    }, || finalize(s, STATUS_ERROR))
+    };
+    watch_client(s);
+    match executor::run(env(s), move || run_handler(s), done) {
+        Outcome::Done(rc) => finalize(s, rc),
+        Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
+        Outcome::Failed => finalize(s, STATUS_ERROR),
+    }
 }
 
 /// Ends the session with `$status` = `status` (runs the log phase, closes).

@@ -89,27 +89,33 @@ fn core_module_ref() -> &'static ngx_module_t {
 }
 
 unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    crate::panic_guard::guard((*cf).log, "python stream configuration", || {
-        ffi::pool_box((*cf).pool, MainConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
-    }, || std::ptr::null_mut())
+    crate::panic_guard::guard((*cf).log, "python stream configuration", || create_main_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_main_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
+    ffi::pool_box((*cf).pool, MainConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
 unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
-    crate::panic_guard::guard((*cf).log, "python stream configuration", || {
-        ffi::pool_box((*cf).pool, SrvConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
-    }, || std::ptr::null_mut())
+    crate::panic_guard::guard((*cf).log, "python stream configuration", || create_srv_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_srv_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
+    ffi::pool_box((*cf).pool, SrvConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
 unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || {
-        let (parent, child) = (&*(parent as *const SrvConf), &mut *(child as *mut SrvConf));
-        for (mine, theirs) in [(&mut child.access, &parent.access), (&mut child.preread, &parent.preread), (&mut child.log, &parent.log)] {
-            if mine.is_empty() {
-                *mine = theirs.clone();
-            }
+    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || merge_srv_conf_unguarded(cf, parent, child))
+}
+
+unsafe fn merge_srv_conf_unguarded(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+    let (parent, child) = (&*(parent as *const SrvConf), &mut *(child as *mut SrvConf));
+    for (mine, theirs) in [(&mut child.access, &parent.access), (&mut child.preread, &parent.preread), (&mut child.log, &parent.log)] {
+        if mine.is_empty() {
+            *mine = theirs.clone();
         }
-        ptr::null_mut()
-    })
+    }
+    ptr::null_mut()
 }
 
 type PhaseHandler = unsafe extern "C" fn(*mut ngx_stream_session_t) -> ngx_int_t;
@@ -119,23 +125,25 @@ type PhaseHandler = unsafe extern "C" fn(*mut ngx_stream_session_t) -> ngx_int_t
 /// ssl_preread's variables (the SNI name) are there for `python_preread`.
 /// Ours return NGX_DECLINED to go on.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    crate::panic_guard::guard((*cf).log, "python stream phases", || {
-        let mcf = &*conf_main_conf::<MainConf>(cf, module());
-        let cmcf = conf_main_conf::<ffi::ngx_stream_core_main_conf_t>(cf, core_module_ref());
-        // The phase engine runs access and preread handlers from the last in
-        // the array to the first (so ours go first); the log phase in order.
-        let phases: [(bool, ffi::ngx_stream_phases, PhaseHandler, bool); 3] = [
-            (mcf.access, ffi::ngx_stream_phases_NGX_STREAM_ACCESS_PHASE, gate::access_handler, true),
-            (mcf.preread, ffi::ngx_stream_phases_NGX_STREAM_PREREAD_PHASE, gate::preread_handler, true),
-            (mcf.log, ffi::ngx_stream_phases_NGX_STREAM_LOG_PHASE, log::log_handler, false),
-        ];
-        for (used, phase, handler, first) in phases {
-            if used && !add_handler(&mut (*cmcf).phases[phase as usize].handlers, handler, first) {
-                return ffi::ERROR;
-            }
+    crate::panic_guard::guard((*cf).log, "python stream phases", || postconfiguration_unguarded(cf), || ffi::ERROR)
+}
+
+unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let mcf = &*conf_main_conf::<MainConf>(cf, module());
+    let cmcf = conf_main_conf::<ffi::ngx_stream_core_main_conf_t>(cf, core_module_ref());
+    // The phase engine runs access and preread handlers from the last in
+    // the array to the first (so ours go first); the log phase in order.
+    let phases: [(bool, ffi::ngx_stream_phases, PhaseHandler, bool); 3] = [
+        (mcf.access, ffi::ngx_stream_phases_NGX_STREAM_ACCESS_PHASE, gate::access_handler, true),
+        (mcf.preread, ffi::ngx_stream_phases_NGX_STREAM_PREREAD_PHASE, gate::preread_handler, true),
+        (mcf.log, ffi::ngx_stream_phases_NGX_STREAM_LOG_PHASE, log::log_handler, false),
+    ];
+    for (used, phase, handler, first) in phases {
+        if used && !add_handler(&mut (*cmcf).phases[phase as usize].handlers, handler, first) {
+            return ffi::ERROR;
         }
-        ffi::OK
-    }, || ffi::ERROR)
+    }
+    ffi::OK
 }
 
 /// Adds `handler` to a phase's array, first or last.
@@ -160,40 +168,48 @@ unsafe fn add_handler(handlers: &mut ffi::ngx_array_t, handler: PhaseHandler, fi
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_access", || {
-        (*conf_main_conf::<MainConf>(cf, module())).access = true;
-        core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).access, "s")
-    })
+    crate::panic_guard::guard_conf(cf, "python_access", || python_access_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_access_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    (*conf_main_conf::<MainConf>(cf, module())).access = true;
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).access, "s")
 }
 
 unsafe extern "C" fn python_preread(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_preread", || {
-        (*conf_main_conf::<MainConf>(cf, module())).preread = true;
-        core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).preread, "s")
-    })
+    crate::panic_guard::guard_conf(cf, "python_preread", || python_preread_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_preread_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    (*conf_main_conf::<MainConf>(cf, module())).preread = true;
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).preread, "s")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_log", || {
-        (*conf_main_conf::<MainConf>(cf, module())).log = true;
-        core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).log, "s")
-    })
+    crate::panic_guard::guard_conf(cf, "python_log", || python_log_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_log_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    (*conf_main_conf::<MainConf>(cf, module())).log = true;
+    core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).log, "s")
 }
 
 /// `python_content EXPR`: the server's content handler, in place of
 /// `proxy_pass` or `return` (like them, it sets the core module's handler).
 unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    crate::panic_guard::guard_conf(cf, "python_content", || {
-        let scf = &mut *(conf as *mut SrvConf);
-        if scf.content.is_some() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let Some(h) = core_module::compile_arg(cf, 1, "s") else { return ffi::CONF_ERROR };
-        scf.content = Some(h);
-        let cscf = conf_srv_conf::<ffi::ngx_stream_core_srv_conf_t>(cf, core_module_ref());
-        (*cscf).handler = Some(content::content_handler);
-        ptr::null_mut()
-    })
+    crate::panic_guard::guard_conf(cf, "python_content", || python_content_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_content_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    let scf = &mut *(conf as *mut SrvConf);
+    if scf.content.is_some() {
+        return c"is duplicate".as_ptr() as *mut c_char;
+    }
+    let Some(h) = core_module::compile_arg(cf, 1, "s") else { return ffi::CONF_ERROR };
+    scf.content = Some(h);
+    let cscf = conf_srv_conf::<ffi::ngx_stream_core_srv_conf_t>(cf, core_module_ref());
+    (*cscf).handler = Some(content::content_handler);
+    ptr::null_mut()
 }
 
 /// `ngx_stream_conf_get_module_main_conf`.
@@ -283,15 +299,17 @@ unsafe fn unwatch_client(s: *mut ffi::ngx_stream_session_t) {
 /// Like http's `ngx_http_test_reading`: data stays for the handler to read;
 /// end of stream or an error ends the session.
 unsafe extern "C" fn client_readable(rev: *mut ffi::ngx_event_t) {
-    crate::panic_guard::guard((*rev).log, "a waiting stream session", || {
-        let c = (*rev).data as *mut ffi::ngx_connection_t;
-        let s = (*c).data as *mut ffi::ngx_stream_session_t;
-        let mut byte = 0u8;
-        let n = libc::recv((*c).fd, &mut byte as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK);
-        let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if n == 0 || (n < 0 && err != libc::EAGAIN && err != libc::EINTR) {
-            ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client closed the connection while the handler waited");
-            ffi::ngx_stream_finalize_session(s, ffi::NGX_STREAM_OK as ffi::ngx_uint_t);
-        }
-    }, || ())
+    crate::panic_guard::guard((*rev).log, "a waiting stream session", || client_readable_unguarded(rev), || ())
+}
+
+unsafe fn client_readable_unguarded(rev: *mut ffi::ngx_event_t) {
+    let c = (*rev).data as *mut ffi::ngx_connection_t;
+    let s = (*c).data as *mut ffi::ngx_stream_session_t;
+    let mut byte = 0u8;
+    let n = libc::recv((*c).fd, &mut byte as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK);
+    let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    if n == 0 || (n < 0 && err != libc::EAGAIN && err != libc::EINTR) {
+        ffi::log_error(ffi::NGX_LOG_INFO as usize, (*c).log, b"client closed the connection while the handler waited");
+        ffi::ngx_stream_finalize_session(s, ffi::NGX_STREAM_OK as ffi::ngx_uint_t);
+    }
 }

@@ -21,21 +21,23 @@ struct Query {
 }
 
 unsafe extern "C" fn resolved(ctx: *mut ffi::ngx_resolver_ctx_t) {
-    crate::panic_guard::guard(std::ptr::null_mut(), "a name lookup", || {
-        let q = &mut *((*ctx).data as *mut Query);
-        q.state = (*ctx).state;
-        for i in 0..(*ctx).naddrs {
-            let a = &*(*ctx).addrs.add(i);
-            if let Some(ip) = ip_of(a.sockaddr) {
-                q.addrs.push(ip);
-            }
+    crate::panic_guard::guard(std::ptr::null_mut(), "a name lookup", || resolved_unguarded(ctx), || ())
+}
+
+unsafe fn resolved_unguarded(ctx: *mut ffi::ngx_resolver_ctx_t) {
+    let q = &mut *((*ctx).data as *mut Query);
+    q.state = (*ctx).state;
+    for i in 0..(*ctx).naddrs {
+        let a = &*(*ctx).addrs.add(i);
+        if let Some(ip) = ip_of(a.sockaddr) {
+            q.addrs.push(ip);
         }
-        ffi::ngx_resolve_name_done(ctx);
-        q.done = true;
-        if let Some(h) = q.waiter {
-            h.resume_from_event(Wake::Ready);
-        }
-    }, || ())
+    }
+    ffi::ngx_resolve_name_done(ctx);
+    q.done = true;
+    if let Some(h) = q.waiter {
+        h.resume_from_event(Wake::Ready);
+    }
 }
 
 unsafe fn ip_of(sa: *const ffi::sockaddr) -> Option<IpAddr> {

@@ -20,19 +20,21 @@ struct Query {
 }
 
 unsafe extern "C" fn resolved(ctx: *mut ffi::ngx_resolver_ctx_t) {
-    crate::panic_guard::guard(std::ptr::null_mut(), "a reverse lookup", || {
-        let q = &mut *((*ctx).data as *mut Query);
-        q.state = (*ctx).state;
-        if q.state == 0 {
-            // nginx frees the name right after this handler: copy it.
-            q.name = Some(String::from_utf8_lossy(ffi::bytes(&(*ctx).name)).into_owned());
-        }
-        ffi::ngx_resolve_addr_done(ctx);
-        q.done = true;
-        if let Some(h) = q.waiter {
-            h.resume_from_event(Wake::Ready);
-        }
-    }, || ())
+    crate::panic_guard::guard(std::ptr::null_mut(), "a reverse lookup", || resolved_unguarded(ctx), || ())
+}
+
+unsafe fn resolved_unguarded(ctx: *mut ffi::ngx_resolver_ctx_t) {
+    let q = &mut *((*ctx).data as *mut Query);
+    q.state = (*ctx).state;
+    if q.state == 0 {
+        // nginx frees the name right after this handler: copy it.
+        q.name = Some(String::from_utf8_lossy(ffi::bytes(&(*ctx).name)).into_owned());
+    }
+    ffi::ngx_resolve_addr_done(ctx);
+    q.done = true;
+    if let Some(h) = q.waiter {
+        h.resume_from_event(Wake::Ready);
+    }
 }
 
 fn error(py: Python<'_>, kind: &str, code: i32, msg: &str) -> PyErr {

@@ -69,9 +69,11 @@ fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
 }
 
 unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "time.sleep", || {
-        Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
-    }, || ())
+    crate::panic_guard::guard((*ev).log, "time.sleep", || timer_fired_unguarded(ev), || ())
+}
+
+unsafe fn timer_fired_unguarded(ev: *mut ngx_event_t) {
+    Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
 }
 
 /// Suspends `h` (the running coroutine) for `ms` milliseconds — at least
@@ -171,18 +173,20 @@ pub enum WaitError {
 }
 
 unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "a socket wait", || {
-        let c = (*ev).data as *mut ngx_connection_t;
-        let lease = &*((*c).data as *const RefCell<Lease>);
-        let waiter = {
-            let l = lease.borrow();
-            if (*ev).write() != 0 { l.writer } else { l.reader }
-        };
-        // Edge-triggered events also fire when nobody waits: `ready` keeps it.
-        if let Some(h) = waiter {
-            h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
-        }
-    }, || ())
+    crate::panic_guard::guard((*ev).log, "a socket wait", || io_ready_unguarded(ev), || ())
+}
+
+unsafe fn io_ready_unguarded(ev: *mut ngx_event_t) {
+    let c = (*ev).data as *mut ngx_connection_t;
+    let lease = &*((*c).data as *const RefCell<Lease>);
+    let waiter = {
+        let l = lease.borrow();
+        if (*ev).write() != 0 { l.writer } else { l.reader }
+    };
+    // Edge-triggered events also fire when nobody waits: `ready` keeps it.
+    if let Some(h) = waiter {
+        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+    }
 }
 
 fn waiting(h: Option<Handle>) -> Option<Handle> {
@@ -382,12 +386,14 @@ thread_local! {
 }
 
 unsafe extern "C" fn event_fired(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "a connection wait", || {
-        let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
-        if let Some(h) = h {
-            h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
-        }
-    }, || ())
+    crate::panic_guard::guard((*ev).log, "a connection wait", || event_fired_unguarded(ev), || ())
+}
+
+unsafe fn event_fired_unguarded(ev: *mut ngx_event_t) {
+    let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
+    if let Some(h) = h {
+        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+    }
 }
 
 /// Suspends `h` until `ev` — the read or write event of a connection that
