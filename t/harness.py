@@ -310,6 +310,11 @@ class NginxTestCase(unittest.TestCase):
             names = wait_ports if wait_ports is not None else (
                 ['port'] if 'port' in self.ports else [])
             if self._wait_listening([self.ports[n] for n in names]):
+                # nginx listens before it forks: give the workers a moment
+                # (bounded: a test may expect them not to start)
+                deadline = time.monotonic() + 2.0
+                while not children(self.proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 self._workers = children(self.proc.pid)
                 return
             # nginx exited: a port taken meanwhile by someone else? Try again.
