@@ -116,7 +116,7 @@ test-unblock:
 ASAN_TESTS ?= test_unblock_abort test_unblock_overflow test_unblock_http test_unblock_socket \
 	test_unblock_stream test_unblock_stream_bounds test_unblock_sleep test_unblock_resolver \
 	test_http_request test_http_errors test_http_basic test_stream test_http_filters test_http_subrequest \
-	test_http_send_buffers
+	test_http_send_buffers test_http_fuzz
 ASAN_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:allocator_may_return_null=1 \
 	PYTHONMALLOC=malloc TEST_NGINX_ASAN=1
 test-asan: test-asan-unblock test-asan-sync

@@ -62,6 +62,10 @@ pub static mut ngx_python_module: ngx_module_t = ffi::module(
 /// This cycle's configuration; Python is not started yet (`python_venv`
 /// may still say how).
 unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
+    crate::panic_guard::guard((*cycle).log, "python configuration", || create_conf_unguarded(cycle), || std::ptr::null_mut())
+}
+
+unsafe fn create_conf_unguarded(cycle: *mut ngx_cycle_t) -> *mut c_void {
     let conf_prefix = String::from_utf8_lossy(ffi::bytes(&(*cycle).conf_prefix)).into_owned();
     let conf = CoreConf {
         state: None,
@@ -79,6 +83,10 @@ unsafe extern "C" fn create_conf(cycle: *mut ngx_cycle_t) -> *mut c_void {
 /// build relies on; if that fails it exits with status 2, which nginx never
 /// respawns (see runtime/worker_start.rs).
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    crate::panic_guard::guard((*cycle).log, "python process start", || init_process_unguarded(cycle), || ffi::ERROR)
+}
+
+unsafe fn init_process_unguarded(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // Forked by the master (single-process mode runs in the master itself).
     let forked = [ffi::NGX_PROCESS_WORKER, ffi::NGX_PROCESS_HELPER].map(|p| p as ffi::ngx_uint_t);
     let process = ffi::ngx_process;
@@ -130,6 +138,10 @@ pub fn worker_started() -> bool {
 /// # Safety
 /// Called by nginx in a starting process with its live cycle.
 pub unsafe extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    crate::panic_guard::guard((*cycle).log, "python_init_worker", || init_worker_unguarded(cycle), || ffi::ERROR)
+}
+
+unsafe fn init_worker_unguarded(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let worker = ffi::ngx_process == ffi::NGX_PROCESS_WORKER as ffi::ngx_uint_t
         || ffi::ngx_process == ffi::NGX_PROCESS_SINGLE as ffi::ngx_uint_t;
     let conf = ffi::core_conf::<CoreConf>(cycle, &*(&raw const ngx_python_module));
@@ -151,6 +163,10 @@ pub unsafe extern "C" fn init_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// Worker exit: timers are cancelled and handlers still waiting unwind
 /// (their `finally` blocks run).
 unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    crate::panic_guard::guard((*_cycle).log, "python process exit", || exit_process_unguarded(_cycle), || ())
+}
+
+unsafe fn exit_process_unguarded(_cycle: *mut ngx_cycle_t) {
     crate::timers::cancel_all();
     crate::timers::unwatch_exit();
     executor::exit_process();
@@ -169,6 +185,10 @@ pub unsafe fn conf<'a>(cf: *mut ngx_conf_t) -> &'a mut CoreConf {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 unsafe extern "C" fn python_init_worker(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_init_worker", || python_init_worker_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_init_worker_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     match compile_arg(cf, 1, "") {
         Some(h) => {
             conf(cf).init_worker.push(h);
@@ -219,6 +239,10 @@ unsafe fn arg(cf: *mut ngx_conf_t, i: usize) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python", || python_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let code = arg(cf, 1);
     let (file, end_line) = ffi::conf_position(cf);
     let origin = Origin { file: &file, end_line };
@@ -238,6 +262,10 @@ pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_include(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_include", || python_include_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_include_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let mut name = ffi::conf_args(cf)[1];
     if ffi::ngx_conf_full_name((*cf).cycle, &mut name, 1) != ffi::OK {
         return ffi::CONF_ERROR;
@@ -301,6 +329,10 @@ unsafe fn full_path_arg(cf: *mut ngx_conf_t) -> Option<String> {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_venv(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_venv", || python_venv_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_venv_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
     let dir = std::fs::canonicalize(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or(dir);
     let fail = |msg: String| {
@@ -344,6 +376,10 @@ fn venv_change_error(running: &Option<String>) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_path(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_path", || python_path_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_path_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let Some(dir) = full_path_arg(cf) else { return ffi::CONF_ERROR };
     if state(cf).is_none() {
         return ffi::CONF_ERROR;
@@ -367,6 +403,10 @@ pub unsafe extern "C" fn python_path(cf: *mut ngx_conf_t, _cmd: *mut ngx_command
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_stack_size(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_stack_size", || python_stack_size_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_stack_size_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let value = arg(cf, 1);
     let state = conf(cf);
     if state.stack_size.is_some() {

@@ -41,6 +41,21 @@ pub struct Env {
     /// `resolver` of the location / stream server (may be null).
     pub resolver: *mut ffi::ngx_resolver_t,
     pub resolver_timeout: ffi::ngx_msec_t,
+    /// Runs on nginx's stack after an event of the handler's own (its sleep
+    /// timer, its socket, a lookup, a lock) resumed it: what nginx's caller
+    /// does after a request's own events. http: the connection's posted
+    /// requests (subrequests the handler's output started, a parent a
+    /// finished subrequest woke), as nginx's modules do after their timers.
+    pub after_event: Option<AfterEvent>,
+}
+
+/// `run(data)`; `data` is what the owner passed (http: the connection,
+/// whose memory nginx keeps for the worker's life: when the request has
+/// ended meanwhile, `c->destroyed` says so).
+#[derive(Clone, Copy)]
+pub struct AfterEvent {
+    pub run: unsafe fn(*mut std::os::raw::c_void),
+    pub data: *mut std::os::raw::c_void,
 }
 
 /// The result of `wait_event`.

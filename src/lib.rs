@@ -2,6 +2,7 @@
 //!
 //! Layout (one concern per file):
 //! - `ffi`         bindgen output for the configured nginx tree + raw helpers
+//! - `panic_guard` every entry from nginx catches Rust panics (logs, fails the phase)
 //! - `text`        pure byte/str helpers (argument decoding, header checks, sizes)
 //! - `runtime`     the embedded interpreter: init, per-configuration namespace,
 //!                 compiling handler expressions, calling them, tracebacks
@@ -15,6 +16,7 @@
 //! Without a configured nginx tree (no NGX_OBJS, e.g. `cargo test`) only the
 //! pure modules build.
 
+pub mod panic_guard;
 pub mod text;
 
 #[cfg(ngx_configured)]

@@ -128,6 +128,10 @@ fn remove(id: u64) -> Option<Box<Timer>> {
 }
 
 unsafe extern "C" fn fired(ev: *mut ngx_event_t) {
+    crate::panic_guard::guard((*ev).log, "ngx.timer", || fired_unguarded(ev), || ())
+}
+
+unsafe fn fired_unguarded(ev: *mut ngx_event_t) {
     let id = (*ev).data as usize as u64;
     // Next tick first (periodic), then the run; a tick that finds the
     // previous run still waiting is skipped.
@@ -147,7 +151,7 @@ unsafe extern "C" fn fired(ev: *mut ngx_event_t) {
         drop(remove(id));
     }
     let log = (*ffi::ngx_cycle).log;
-    let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0 };
+    let env = Env { log, resolver: std::ptr::null_mut(), resolver_timeout: 0, after_event: None };
     let task = move || {
         Python::attach(|py| {
             if let Err(e) = func.bind(py).call1(args.bind(py)) {
@@ -206,6 +210,10 @@ pub unsafe fn watch_exit(cycle: *mut ffi::ngx_cycle_t) {
 }
 
 unsafe extern "C" fn exiting(_ev: *mut ngx_event_t) {
+    crate::panic_guard::guard(std::ptr::null_mut(), "ngx.timer at exit", || exiting_unguarded(_ev), || ())
+}
+
+unsafe fn exiting_unguarded(_ev: *mut ngx_event_t) {
     cancel_all();
     unwatch_exit();
 }

@@ -190,6 +190,8 @@ class NginxTestCase(unittest.TestCase):
     # writes every byte of them: slow) and whose point is freed memory being
     # unmapped, which already crashes a use-after-free
     malloc_perturb = True
+    # more environment for nginx (e.g. glibc's MALLOC_MMAP_THRESHOLD_)
+    nginx_env = {}
 
     # ---- configuration ---------------------------------------------------
 
@@ -302,11 +304,17 @@ class NginxTestCase(unittest.TestCase):
             self._stdout = open(os.path.join(self.prefix, 'logs', 'stderr.log'), 'wb')
             self.proc = subprocess.Popen(
                 [NGINX, '-p', self.prefix, '-c', rel_conf],
-                env=NGINX_ENV if self.malloc_perturb else NO_PERTURB_ENV,
+                env=dict(NGINX_ENV if self.malloc_perturb else NO_PERTURB_ENV,
+                         **self.nginx_env),
                 stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=subprocess.STDOUT)
             names = wait_ports if wait_ports is not None else (
                 ['port'] if 'port' in self.ports else [])
             if self._wait_listening([self.ports[n] for n in names]):
+                # nginx listens before it forks: give the workers a moment
+                # (bounded: a test may expect them not to start)
+                deadline = time.monotonic() + 2.0
+                while not children(self.proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 self._workers = children(self.proc.pid)
                 return
             # nginx exited: a port taken meanwhile by someone else? Try again.

@@ -79,7 +79,7 @@ pub unsafe fn pool_str(pool: *mut ngx_pool_t, data: &[u8]) -> Option<ngx_str_t> 
 /// `pool` must be a live nginx pool.
 pub unsafe fn pool_box<T>(pool: *mut ngx_pool_t, value: T) -> Option<*mut T> {
     unsafe extern "C" fn drop_box<T>(data: *mut c_void) {
-        drop(Box::from_raw(data as *mut T));
+        crate::panic_guard::guard(ptr::null_mut(), "a pool cleanup", || drop(Box::from_raw(data as *mut T)), || ());
     }
     let cln = ngx_pool_cleanup_add(pool, 0);
     if cln.is_null() {

@@ -20,6 +20,10 @@ use crate::runtime::errors::log_exception;
 const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*r).connection).log, "python_access", || access_handler_unguarded(r), || SERVER_ERROR)
+}
+
+unsafe fn access_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
     if loc_conf(r).access.is_empty() {
         return ffi::DECLINED;
     }

@@ -33,6 +33,10 @@ use crate::runtime::errors::log_exception;
 use crate::runtime::Handler;
 
 pub unsafe extern "C" fn python_body_filter(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_body_filter", || python_body_filter_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_body_filter_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     let lcf = &mut *(conf as *mut LocConf);
     if lcf.body_filter.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;

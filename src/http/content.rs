@@ -19,6 +19,10 @@ use crate::runtime::errors::log_exception;
 const SERVER_ERROR: ngx_int_t = ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
 
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*r).connection).log, "python_content", || content_handler_unguarded(r), || SERVER_ERROR)
+}
+
+unsafe fn content_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
     if loc_conf(r).stream_body {
         // nginx calls `body_read` after its first read; the handler reads
         // the rest (`wsgi_input`).
@@ -33,6 +37,10 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
 
 /// Runs once the body is in; ends the request with the handler's outcome.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    crate::panic_guard::guard((*(*r).connection).log, "python_content", || body_read_unguarded(r), || ffi::ngx_http_finalize_request(r, SERVER_ERROR))
+}
+
+unsafe fn body_read_unguarded(r: *mut ngx_http_request_t) {
     let ctx = match Python::attach(|py| request_ctx(py, r).map_err(|e| log_exception(py, (*(*r).connection).log, "python_content", &e))) {
         Ok(ctx) => ctx,
         Err(()) => return ffi::ngx_http_finalize_request(r, SERVER_ERROR),

@@ -55,6 +55,10 @@ pub fn module() -> &'static ngx_module_t {
 }
 
 unsafe extern "C" fn postconfiguration(_cf: *mut ngx_conf_t) -> ngx_int_t {
+    crate::panic_guard::guard((*_cf).log, "python filters", || postconfiguration_unguarded(_cf), || ffi::ERROR)
+}
+
+unsafe fn postconfiguration_unguarded(_cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: configuration time, nginx's one thread; each filter module
     // links itself in front of the chain and calls what was there before.
     NEXT_HEADER = ffi::ngx_http_top_header_filter;
@@ -108,6 +112,10 @@ pub unsafe fn ctx_or_new<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut Filte
 }
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*r).connection).log, "python_header_filter", || header_filter_unguarded(r), || ffi::ERROR)
+}
+
+unsafe fn header_filter_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
     let lcf = super::loc_conf(r);
     let failed_before = ctx(r).is_some_and(|c| c.header_failed);
     if !failed_before {
@@ -133,6 +141,10 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, inp: *mut ngx_chain_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*r).connection).log, "python_body_filter", || body_filter_unguarded(r, inp), || ffi::ERROR)
+}
+
+unsafe fn body_filter_unguarded(r: *mut ngx_http_request_t, inp: *mut ngx_chain_t) -> ngx_int_t {
     let Some(c) = ctx(r) else { return pass_body(r, inp) };
     if c.body_failed {
         return ffi::ERROR;

@@ -21,6 +21,10 @@ use crate::runtime::errors::log_exception;
 use crate::runtime::Handler;
 
 pub unsafe extern "C" fn python_header_filter(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_header_filter", || python_header_filter_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_header_filter_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     let lcf = &mut *(conf as *mut LocConf);
     if lcf.header_filter.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;

@@ -10,6 +10,10 @@ use crate::ffi::{self, ngx_http_request_t, ngx_int_t};
 use crate::runtime::errors::log_exception;
 
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*r).connection).log, "python_log", || log_handler_unguarded(r), || ffi::OK)
+}
+
+unsafe fn log_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
     let handlers = &loc_conf(r).log;
     if handlers.is_empty() {
         return ffi::OK;

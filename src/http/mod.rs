@@ -98,10 +98,18 @@ pub fn module() -> &'static ngx_module_t {
 }
 
 unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    crate::panic_guard::guard((*cf).log, "python location configuration", || create_loc_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_loc_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
     ffi::pool_box((*cf).pool, LocConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
-unsafe extern "C" fn merge_loc_conf(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || merge_loc_conf_unguarded(cf, parent, child))
+}
+
+unsafe fn merge_loc_conf_unguarded(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
     let (parent, child) = (&*(parent as *const LocConf), &mut *(child as *mut LocConf));
     if child.access.is_empty() {
         child.access = parent.access.clone();
@@ -115,6 +123,10 @@ unsafe extern "C" fn merge_loc_conf(_cf: *mut ngx_conf_t, parent: *mut c_void, c
 }
 
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    crate::panic_guard::guard((*cf).log, "python http phases", || postconfiguration_unguarded(cf), || ffi::ERROR)
+}
+
+unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
     let cmcf = ffi::http_main_conf::<ffi::ngx_http_core_main_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
     let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 2] = [
         (ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize, access::access_handler),
@@ -131,14 +143,26 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_access", || python_access_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_access_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).access, "r")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_log", || python_log_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_log_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).log, "r")
 }
 
 unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_content", || python_content_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_content_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     let lcf = &mut *(conf as *mut LocConf);
     if lcf.content.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;
@@ -196,7 +220,17 @@ unsafe fn env(r: *mut ffi::ngx_http_request_t) -> crate::executor::Env {
         log: (*(*r).connection).log,
         resolver: (*clcf).resolver,
         resolver_timeout: (*clcf).resolver_timeout,
+        after_event: Some(crate::executor::AfterEvent { run: run_posted_requests, data: (*r).connection as *mut c_void }),
     }
+}
+
+/// `AfterEvent` of http handlers: nginx's `ngx_http_run_posted_requests`.
+///
+/// # Safety
+/// `c` is an http connection slot (which nginx never frees while the
+/// worker runs; a connection whose request ended has `destroyed` set).
+unsafe fn run_posted_requests(c: *mut c_void) {
+    ffi::ngx_http_run_posted_requests(c as *mut ffi::ngx_connection_t);
 }
 
 /// While a handler of `r` waits: notice the client going away (nginx then

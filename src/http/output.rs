@@ -175,6 +175,10 @@ unsafe fn arm_write_event(r: *mut ngx_http_request_t) {
 /// once it is empty, the waiting `send` goes on. A timeout or an error ends
 /// the request, which cancels the handler.
 unsafe extern "C" fn on_writable(r: *mut ngx_http_request_t) {
+    crate::panic_guard::guard((*(*r).connection).log, "r.send", || on_writable_unguarded(r), || ffi::ngx_http_finalize_request(r, ffi::ERROR))
+}
+
+unsafe fn on_writable_unguarded(r: *mut ngx_http_request_t) {
     let c = (*r).connection;
     let wev = (*c).write;
     if (*wev).timedout() != 0 {

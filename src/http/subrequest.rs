@@ -147,6 +147,10 @@ unsafe fn complete(sub: *mut SubCtx) {
 }
 
 unsafe extern "C" fn on_event(ev: *mut ffi::ngx_event_t) {
+    crate::panic_guard::guard((*ev).log, "subrequest", || on_event_unguarded(ev), || ())
+}
+
+unsafe fn on_event_unguarded(ev: *mut ffi::ngx_event_t) {
     let sub = &*((*ev).data as *const SubCtx);
     let c = sub.c;
     if sub.cap.done.get() {
@@ -162,6 +166,10 @@ unsafe extern "C" fn on_event(ev: *mut ffi::ngx_event_t) {
 /// error status is followed by its error page, which comes through the
 /// capture filters, then a final finalization).
 unsafe extern "C" fn post_subrequest(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*sr).connection).log, "subrequest", || post_subrequest_unguarded(sr, data, rc), || ffi::ERROR)
+}
+
+unsafe fn post_subrequest_unguarded(sr: *mut ngx_http_request_t, data: *mut c_void, rc: ngx_int_t) -> ngx_int_t {
     let sub = data as *mut SubCtx;
     let cap = &(*sub).cap;
     if cap.done.get() {

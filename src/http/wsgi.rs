@@ -46,6 +46,10 @@ unsafe fn script_name(clcf: *mut ffi::ngx_http_core_loc_conf_t) -> String {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_wsgi(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_wsgi", || python_wsgi_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_wsgi_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     let lcf = &mut *(conf as *mut LocConf);
     if lcf.content.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;

@@ -170,6 +170,10 @@ impl Input {
 /// More of the body came (or client_body_timeout passed, which the next
 /// read reports): wake the handler waiting in `wsgi.input`.
 unsafe extern "C" fn on_body_readable(r: *mut ngx_http_request_t) {
+    crate::panic_guard::guard((*(*r).connection).log, "wsgi.input", || on_body_readable_unguarded(r), || ffi::ngx_http_finalize_request(r, ffi::ERROR))
+}
+
+unsafe fn on_body_readable_unguarded(r: *mut ngx_http_request_t) {
     (*r).read_event_handler = Some(ffi::ngx_http_test_reading);
     if let Some(h) = (*super::request::existing_ctx(r)).waiting.get() {
         h.wake();

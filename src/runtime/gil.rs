@@ -36,19 +36,22 @@ unsafe extern "C" fn process_events(
     timer: ffi::ngx_msec_t,
     flags: ffi::ngx_uint_t,
 ) -> ffi::ngx_int_t {
-    let original = ORIGINAL.get().expect("installed before use");
-    if THREADS.load(Ordering::Acquire) <= 0 {
-        return original(cycle, timer, flags);
-    }
-    // SAFETY: nginx's event loop runs on the worker's thread, which holds
-    // the GIL with its own thread state current (no handler is running).
-    // While released, nothing here touches Python: with NGX_POST_EVENTS
-    // the event module only queues handlers, and they run after the GIL is
-    // taken back below.
-    let ts = pyo3::ffi::PyEval_SaveThread();
-    let rc = original(cycle, timer, flags | ffi::NGX_POST_EVENTS as ffi::ngx_uint_t);
-    pyo3::ffi::PyEval_RestoreThread(ts);
-    rc
+    // SAFETY: the cycle's log lives as long as the worker.
+    crate::panic_guard::guard((*cycle).log, "the event loop wrapper", || {
+        let original = ORIGINAL.get().expect("installed before use");
+        if THREADS.load(Ordering::Acquire) <= 0 {
+            return original(cycle, timer, flags);
+        }
+        // SAFETY: nginx's event loop runs on the worker's thread, which holds
+        // the GIL with its own thread state current (no handler is running).
+        // While released, nothing here touches Python: with NGX_POST_EVENTS
+        // the event module only queues handlers, and they run after the GIL is
+        // taken back below.
+        let ts = pyo3::ffi::PyEval_SaveThread();
+        let rc = original(cycle, timer, flags | ffi::NGX_POST_EVENTS as ffi::ngx_uint_t);
+        pyo3::ffi::PyEval_RestoreThread(ts);
+        rc
+    }, || ffi::ERROR)
 }
 
 /// Wraps the event module's `process_events` (once per worker, when its

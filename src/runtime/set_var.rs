@@ -74,3 +74,12 @@ pub unsafe fn fill(v: *mut ngx_variable_value_t, pool: *mut ngx_pool_t, value: O
         None => v.set_not_found(1),
     }
 }
+
+/// The variable is not found (what a failed evaluation gives nginx).
+///
+/// # Safety
+/// `v` must be the value nginx asked for.
+pub unsafe fn not_found(v: *mut ngx_variable_value_t) -> ffi::ngx_int_t {
+    (*v).set_not_found(1);
+    ffi::OK
+}

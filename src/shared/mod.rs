@@ -38,6 +38,10 @@ impl Zone {
 /// # Safety
 /// Called by nginx for the directive, with the live configuration `cf`.
 pub unsafe extern "C" fn python_shared_dict(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_shared_dict", || python_shared_dict_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_shared_dict_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let args = ffi::conf_args(cf);
     let mut name = args[1];
     let name_text = String::from_utf8_lossy(ffi::bytes(&name)).into_owned();
@@ -75,6 +79,10 @@ pub unsafe extern "C" fn python_shared_dict(cf: *mut ngx_conf_t, _cmd: *mut ngx_
 /// its header; a zone kept across a reload (`data`: the previous cycle's
 /// `Zone`) keeps its entries.
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
+    crate::panic_guard::guard((*shm).shm.log, "python_shared_dict zone", || init_zone_unguarded(shm, data), || ffi::ERROR)
+}
+
+unsafe fn init_zone_unguarded(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
     let z = &mut *((*shm).data as *mut Zone);
     let pool = (*shm).shm.addr as *mut ngx_slab_pool_t;
     if !data.is_null() {

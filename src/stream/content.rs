@@ -12,6 +12,10 @@ use crate::ffi::{self, ngx_int_t, ngx_stream_session_t};
 use crate::runtime::errors::log_exception;
 
 pub unsafe extern "C" fn content_handler(s: *mut ngx_stream_session_t) {
+    crate::panic_guard::guard((*(*s).connection).log, "python_content", || content_handler_unguarded(s), || finalize(s, STATUS_ERROR))
+}
+
+unsafe fn content_handler_unguarded(s: *mut ngx_stream_session_t) {
     let log = (*(*s).connection).log;
     let ctx = match Python::attach(|py| session_ctx(py, s).map_err(|e| log_exception(py, log, "python_content", &e))) {
         Ok(ctx) => ctx,

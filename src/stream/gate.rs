@@ -36,10 +36,18 @@ use crate::runtime::errors::log_exception;
 use crate::runtime::Handler;
 
 pub unsafe extern "C" fn access_handler(s: *mut ngx_stream_session_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*s).connection).log, "python_access", || access_handler_unguarded(s), || ffi::ERROR)
+}
+
+unsafe fn access_handler_unguarded(s: *mut ngx_stream_session_t) -> ngx_int_t {
     gate(s, Phase::Access)
 }
 
 pub unsafe extern "C" fn preread_handler(s: *mut ngx_stream_session_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*s).connection).log, "python_preread", || preread_handler_unguarded(s), || ffi::ERROR)
+}
+
+unsafe fn preread_handler_unguarded(s: *mut ngx_stream_session_t) -> ngx_int_t {
     gate(s, Phase::Preread)
 }
 

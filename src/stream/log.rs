@@ -11,6 +11,10 @@ use crate::ffi::{self, ngx_int_t, ngx_stream_session_t};
 use crate::runtime::errors::log_exception;
 
 pub unsafe extern "C" fn log_handler(s: *mut ngx_stream_session_t) -> ngx_int_t {
+    crate::panic_guard::guard((*(*s).connection).log, "python_log", || log_handler_unguarded(s), || ffi::OK)
+}
+
+unsafe fn log_handler_unguarded(s: *mut ngx_stream_session_t) -> ngx_int_t {
     let handlers = &srv_conf(s).log;
     if handlers.is_empty() {
         return ffi::OK;

@@ -89,14 +89,26 @@ fn core_module_ref() -> &'static ngx_module_t {
 }
 
 unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    crate::panic_guard::guard((*cf).log, "python stream configuration", || create_main_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_main_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
     ffi::pool_box((*cf).pool, MainConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
 unsafe extern "C" fn create_srv_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    crate::panic_guard::guard((*cf).log, "python stream configuration", || create_srv_conf_unguarded(cf), || std::ptr::null_mut())
+}
+
+unsafe fn create_srv_conf_unguarded(cf: *mut ngx_conf_t) -> *mut c_void {
     ffi::pool_box((*cf).pool, SrvConf::default()).map_or(ptr::null_mut(), |p| p as *mut c_void)
 }
 
-unsafe extern "C" fn merge_srv_conf(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn merge_srv_conf(cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "merge of python_* settings", || merge_srv_conf_unguarded(cf, parent, child))
+}
+
+unsafe fn merge_srv_conf_unguarded(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
     let (parent, child) = (&*(parent as *const SrvConf), &mut *(child as *mut SrvConf));
     for (mine, theirs) in [(&mut child.access, &parent.access), (&mut child.preread, &parent.preread), (&mut child.log, &parent.log)] {
         if mine.is_empty() {
@@ -113,6 +125,10 @@ type PhaseHandler = unsafe extern "C" fn(*mut ngx_stream_session_t) -> ngx_int_t
 /// ssl_preread's variables (the SNI name) are there for `python_preread`.
 /// Ours return NGX_DECLINED to go on.
 unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    crate::panic_guard::guard((*cf).log, "python stream phases", || postconfiguration_unguarded(cf), || ffi::ERROR)
+}
+
+unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
     let mcf = &*conf_main_conf::<MainConf>(cf, module());
     let cmcf = conf_main_conf::<ffi::ngx_stream_core_main_conf_t>(cf, core_module_ref());
     // The phase engine runs access and preread handlers from the last in
@@ -152,16 +168,28 @@ unsafe fn add_handler(handlers: &mut ffi::ngx_array_t, handler: PhaseHandler, fi
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_access", || python_access_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_access_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).access = true;
     core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).access, "s")
 }
 
 unsafe extern "C" fn python_preread(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_preread", || python_preread_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_preread_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).preread = true;
     core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).preread, "s")
 }
 
 unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_log", || python_log_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_log_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     (*conf_main_conf::<MainConf>(cf, module())).log = true;
     core_module::push_handler(cf, &mut (*(conf as *mut SrvConf)).log, "s")
 }
@@ -169,6 +197,10 @@ unsafe extern "C" fn python_log(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, c
 /// `python_content EXPR`: the server's content handler, in place of
 /// `proxy_pass` or `return` (like them, it sets the core module's handler).
 unsafe extern "C" fn python_content(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_content", || python_content_unguarded(cf, _cmd, conf))
+}
+
+unsafe fn python_content_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     let scf = &mut *(conf as *mut SrvConf);
     if scf.content.is_some() {
         return c"is duplicate".as_ptr() as *mut c_char;
@@ -235,6 +267,7 @@ unsafe fn env(s: *mut ngx_stream_session_t) -> crate::executor::Env {
         log: (*(*s).connection).log,
         resolver: (*cscf).resolver,
         resolver_timeout: (*cscf).resolver_timeout,
+        after_event: None,
     }
 }
 
@@ -266,6 +299,10 @@ unsafe fn unwatch_client(s: *mut ffi::ngx_stream_session_t) {
 /// Like http's `ngx_http_test_reading`: data stays for the handler to read;
 /// end of stream or an error ends the session.
 unsafe extern "C" fn client_readable(rev: *mut ffi::ngx_event_t) {
+    crate::panic_guard::guard((*rev).log, "a waiting stream session", || client_readable_unguarded(rev), || ())
+}
+
+unsafe fn client_readable_unguarded(rev: *mut ffi::ngx_event_t) {
     let c = (*rev).data as *mut ffi::ngx_connection_t;
     let s = (*c).data as *mut ffi::ngx_stream_session_t;
     let mut byte = 0u8;

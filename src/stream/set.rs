@@ -10,6 +10,10 @@ use crate::ffi::{self, ngx_command_t, ngx_conf_t, ngx_int_t, ngx_stream_session_
 use crate::runtime::set_var::{self, SetVar};
 
 pub unsafe extern "C" fn python_set(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_set", || python_set_unguarded(cf, _cmd, _conf))
+}
+
+unsafe fn python_set_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let Some(mut name) = core_module::variable_arg(cf, 1) else { return ffi::CONF_ERROR };
     let Some(handler) = core_module::compile_arg(cf, 2, "s") else { return ffi::CONF_ERROR };
     let var = SetVar::new(handler, ffi::bytes(&name));
@@ -25,6 +29,10 @@ pub unsafe extern "C" fn python_set(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_
 }
 
 unsafe extern "C" fn get_variable(s: *mut ngx_stream_session_t, v: *mut ngx_stream_variable_value_t, data: usize) -> ngx_int_t {
+    crate::panic_guard::guard((*(*s).connection).log, "python_set", || get_variable_unguarded(s, v, data), || set_var::not_found(v))
+}
+
+unsafe fn get_variable_unguarded(s: *mut ngx_stream_session_t, v: *mut ngx_stream_variable_value_t, data: usize) -> ngx_int_t {
     let var = &*(data as *const SetVar);
     let c = (*s).connection;
     // SAFETY: nginx evaluates variables of live sessions only.

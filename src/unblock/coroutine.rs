@@ -204,11 +204,10 @@ extern "C" fn entry(t: Transfer) -> ! {
     unsafe {
         (*co).caller = Some(t.context);
         if let Some(task) = (*co).task.take() {
-            // A panic must not unwind across the context switch.
-            let run = || tstate::isolated(task);
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
-                crate::ffi::log_error(crate::ffi::NGX_LOG_ERR as usize, (*co).env.log, b"python: handler panicked");
-            }
+            // A panic must not unwind across the context switch: logged,
+            // and the task leaves no result (its phase fails, as after an
+            // overflow).
+            crate::panic_guard::guard((*co).env.log, "a handler", || tstate::isolated(task), || ());
         }
         (*co).finished = true;
         let caller = (*co).caller.take().expect("a running coroutine has a caller");
@@ -272,6 +271,22 @@ impl Handle {
     pub fn arm(self, armed: Option<Armed>) {
         if self.is_live() {
             self.co().armed = armed;
+        }
+    }
+
+    /// `resume` from an event handler of the coroutine's own (its timer,
+    /// socket, lookup, lock), then the owner's `Env::after_event`. Not for
+    /// cancellation, which runs inside the owner's own teardown.
+    pub fn resume_from_event(self, wake: Wake) {
+        if !self.is_live() {
+            return;
+        }
+        let after = self.co().env.after_event;
+        self.resume(wake);
+        if let Some(a) = after {
+            // SAFETY: the owner's contract for its `after_event` (see Env):
+            // `data` stays valid for the worker's life.
+            unsafe { (a.run)(a.data) };
         }
     }
 

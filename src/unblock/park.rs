@@ -18,11 +18,19 @@ thread_local! {
 }
 
 unsafe extern "C" fn unparked(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume(Wake::Ready);
+    crate::panic_guard::guard((*ev).log, "a parked handler", || unparked_unguarded(ev), || ())
+}
+
+unsafe fn unparked_unguarded(ev: *mut ngx_event_t) {
+    Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
 }
 
 unsafe extern "C" fn timed_out(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume(Wake::Timeout);
+    crate::panic_guard::guard((*ev).log, "a parked handler", || timed_out_unguarded(ev), || ())
+}
+
+unsafe fn timed_out_unguarded(ev: *mut ngx_event_t) {
+    Handle::from_raw((*ev).data).resume_from_event(Wake::Timeout);
 }
 
 /// Suspends the running handler until `unpark(its id)` or `timeout`

@@ -42,8 +42,12 @@ pub fn poll_blocking(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> std
 }
 
 unsafe extern "C" fn set_ready(ev: *mut ngx_event_t) {
+    crate::panic_guard::guard((*ev).log, "a descriptor wait", || set_ready_unguarded(ev), || ())
+}
+
+unsafe fn set_ready_unguarded(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ffi::ngx_connection_t;
-    Handle::from_raw((*c).data).resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+    Handle::from_raw((*c).data).resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
 }
 
 /// A private epoll instance holding the fds, registered with nginx.

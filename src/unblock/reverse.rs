@@ -20,6 +20,10 @@ struct Query {
 }
 
 unsafe extern "C" fn resolved(ctx: *mut ffi::ngx_resolver_ctx_t) {
+    crate::panic_guard::guard(std::ptr::null_mut(), "a reverse lookup", || resolved_unguarded(ctx), || ())
+}
+
+unsafe fn resolved_unguarded(ctx: *mut ffi::ngx_resolver_ctx_t) {
     let q = &mut *((*ctx).data as *mut Query);
     q.state = (*ctx).state;
     if q.state == 0 {
@@ -29,7 +33,7 @@ unsafe extern "C" fn resolved(ctx: *mut ffi::ngx_resolver_ctx_t) {
     ffi::ngx_resolve_addr_done(ctx);
     q.done = true;
     if let Some(h) = q.waiter {
-        h.resume(Wake::Ready);
+        h.resume_from_event(Wake::Ready);
     }
 }
 

@@ -38,10 +38,17 @@ pub fn place() -> Place {
 
 /// Runs `f` where suspending is refused.
 pub fn nonsuspending<R>(f: impl FnOnce() -> R) -> R {
+    // Lowered again by Drop: also when `f` panics (caught by the entry
+    // point's panic guard, after which the worker goes on).
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            NO_SUSPEND.set(NO_SUSPEND.get() - 1);
+        }
+    }
     NO_SUSPEND.set(NO_SUSPEND.get() + 1);
-    let r = f();
-    NO_SUSPEND.set(NO_SUSPEND.get() - 1);
-    r
+    let _depth = Depth;
+    f()
 }
 
 /// The depth `Handle::resume` saves before a switch and puts back after
@@ -62,7 +69,11 @@ fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
 }
 
 unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume(Wake::Ready);
+    crate::panic_guard::guard((*ev).log, "time.sleep", || timer_fired_unguarded(ev), || ())
+}
+
+unsafe fn timer_fired_unguarded(ev: *mut ngx_event_t) {
+    Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
 }
 
 /// Suspends `h` (the running coroutine) for `ms` milliseconds — at least
@@ -162,6 +173,10 @@ pub enum WaitError {
 }
 
 unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
+    crate::panic_guard::guard((*ev).log, "a socket wait", || io_ready_unguarded(ev), || ())
+}
+
+unsafe fn io_ready_unguarded(ev: *mut ngx_event_t) {
     let c = (*ev).data as *mut ngx_connection_t;
     let lease = &*((*c).data as *const RefCell<Lease>);
     let waiter = {
@@ -170,7 +185,7 @@ unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
     };
     // Edge-triggered events also fire when nobody waits: `ready` keeps it.
     if let Some(h) = waiter {
-        h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
     }
 }
 
@@ -371,9 +386,13 @@ thread_local! {
 }
 
 unsafe extern "C" fn event_fired(ev: *mut ngx_event_t) {
+    crate::panic_guard::guard((*ev).log, "a connection wait", || event_fired_unguarded(ev), || ())
+}
+
+unsafe fn event_fired_unguarded(ev: *mut ngx_event_t) {
     let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
     if let Some(h) = h {
-        h.resume(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
     }
 }
 
