@@ -24,12 +24,6 @@ pub const DONE: ngx_int_t = -4;
 pub const DECLINED: ngx_int_t = -5;
 pub const ABORT: ngx_int_t = -6;
 
-/// The worker is shutting down (graceful or fast).
-pub fn exiting() -> bool {
-    // SAFETY: plain reads of nginx's process flags on its one thread.
-    unsafe { ngx_exiting != 0 || ngx_terminate != 0 }
-}
-
 /// `NGX_CONF_ERROR` for directive handlers.
 pub const CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 /// `NGX_CONF_UNSET_SIZE`.

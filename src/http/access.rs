@@ -47,12 +47,13 @@ unsafe fn access_handler_unguarded(r: *mut ngx_http_request_t) -> ngx_int_t {
             ctx.waiting.set(None);
             wake_request(r);
             match rc {
-                // Go on through the phase engine, which asks us again.
-                Some(rc) if !ffi::exiting() => {
+                // Go on through the phase engine, which asks us again
+                // (also during a graceful quit: in-flight requests finish).
+                Some(rc) if !executor::exiting_process() => {
                     ctx.access_rc.set(Some(rc));
                     ffi::ngx_http_core_run_phases(r);
                 }
-                // The handler died, or the worker exits: end the request.
+                // The handler died, or the worker's final exit: end it.
                 _ => ffi::ngx_http_finalize_request(r, SERVER_ERROR),
             }
             ffi::ngx_http_run_posted_requests(c);

@@ -133,11 +133,20 @@ unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
         (ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log::log_handler),
     ];
     for (phase, handler) in phases {
-        let h = ffi::ngx_array_push(&mut (*cmcf).phases[phase].handlers) as *mut ffi::ngx_http_handler_pt;
+        let list = &mut (*cmcf).phases[phase].handlers;
+        let h = ffi::ngx_array_push(list) as *mut ffi::ngx_http_handler_pt;
         if h.is_null() {
             return ffi::ERROR;
         }
         *h = Some(handler);
+        if phase == ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize {
+            // nginx runs a phase's handlers last-pushed first: moved to the
+            // front of the list, python_access runs after nginx's own
+            // cheap checks (allow/deny, auth_basic, auth_request), as
+            // access_by_lua does.
+            let all = std::slice::from_raw_parts_mut(list.elts as *mut ffi::ngx_http_handler_pt, list.nelts);
+            all.rotate_right(1);
+        }
     }
     ffi::OK
 }
