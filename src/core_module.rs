@@ -293,17 +293,16 @@ unsafe fn python_include_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t
         };
         for file in files {
             let code = match std::fs::read(&file) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(b) => b,
                 Err(e) => {
                     ffi::conf_error(cf, format!("python_include \"{file}\": {e}").as_bytes());
                     return ffi::CONF_ERROR;
                 }
             };
-            // Line numbers in an included file are its own: it "ends" on
-            // its last line.
-            let end_line = code.matches('\n').count() + 1;
-            let origin = Origin { file: &file, end_line };
-            if let Err(e) = state.exec(py, &code, &origin) {
+            // The bytes go to Python's compiler as they are: it honours a
+            // PEP 263 coding cookie and a UTF-8 BOM, and names the file and
+            // line of anything it cannot decode (a SyntaxError).
+            if let Err(e) = state.exec_file(py, &code, &file) {
                 errors::conf_exception(py, cf, &format!("python_include \"{file}\""), &e);
                 return ffi::CONF_ERROR;
             }

@@ -69,6 +69,21 @@ class NginxT(harness.NginxTestCase):
         self.assertConfError(rc, out, 'python_include bad.py', 'ZeroDivisionError',
                              'File "%s", line 3' % os.path.join(self.t_prefix, 'bad.py'))
 
+    def test_include_honours_its_coding_cookie(self):
+        # PEP 263: a latin-1 file says so; a UTF-8 file may start with a BOM
+        latin1 = '# -*- coding: latin-1 -*-\nGREETING = "h\u00e9llo"\n'.encode('latin-1')
+        bom = b'\xef\xbb\xbfOTHER = "\xc3\xa9t\xc3\xa9"\n'
+        self.start_server('location / { python_content "r.send(GREETING + OTHER, ngx.SEND_LAST)"; }',
+                          http='python_include latin1.py; python_include bom.py;',
+                          files={'latin1.py': latin1, 'bom.py': bom})
+        self.assertEqual(self.get_body('/'), 'h\u00e9llo\u00e9t\u00e9')
+
+    def test_undecodable_include_names_file_and_line(self):
+        rc, out = self.nginx_t(HELLO_SERVER + 'python_include bad.py;',
+                               files={'bad.py': b'x = 1\ny = "caf\xe9"\n'})
+        self.assertConfError(rc, out, 'python_include bad.py', 'SyntaxError',
+                             os.path.join(self.t_prefix, 'bad.py'), 'line 2')
+
     def test_missing_include_file(self):
         rc, out = self.nginx_t(HELLO_SERVER + 'python_include missing.py;')
         self.assertConfError(rc, out, 'python_include missing.py', 'missing.py')

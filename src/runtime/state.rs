@@ -65,6 +65,15 @@ impl PyState {
         Ok(())
     }
 
+    /// Runs a `python_include` file's bytes (decoded by the compiler, as
+    /// Python decodes a module: PEP 263 cookie, BOM, else UTF-8).
+    pub fn exec_file(&self, py: Python<'_>, code: &[u8], file: &str) -> PyResult<()> {
+        let builtins = py.import("builtins")?;
+        let compiled = builtins.getattr("compile")?.call1((pyo3::types::PyBytes::new(py, code), file, "exec"))?;
+        builtins.getattr("exec")?.call1((compiled, self.namespace(py)))?;
+        Ok(())
+    }
+
     /// Compiles a directive's EXPR into a function of one argument named
     /// `param` (`r` or `s`), so the request is a local of each call and no
     /// handler can see another's. `name` (the directive) names the function
