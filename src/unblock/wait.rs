@@ -2,6 +2,8 @@
 //! running coroutine until an nginx event (a timer, a readable or writable
 //! fd) or cancellation, then say which.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use std::cell::{Cell, RefCell};
 use std::os::raw::c_void;
 use std::ptr;
@@ -69,11 +71,15 @@ fn log_of(h: Handle) -> *mut ffi::ngx_log_t {
 }
 
 unsafe extern "C" fn timer_fired(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "time.sleep", || timer_fired_unguarded(ev), || ())
+    // SAFETY: nginx fires the timer of a sleep's event, which lives on the
+    // sleeping coroutine's stack until `sleep_once` deletes it.
+    unsafe { crate::panic_guard::guard((*ev).log, "time.sleep", || timer_fired_unguarded(ev), || ()) }
 }
 
 unsafe fn timer_fired_unguarded(ev: *mut ngx_event_t) {
-    Handle::from_raw((*ev).data).resume_from_event(Wake::Ready);
+    // SAFETY: `data` is the sleeping coroutine's handle (`as_raw`);
+    // `from_raw` checks that it is still live.
+    unsafe { Handle::from_raw((*ev).data).resume_from_event(Wake::Ready) };
 }
 
 /// Suspends `h` (the running coroutine) for `ms` milliseconds — at least
@@ -107,6 +113,8 @@ pub fn remaining_ms(deadline: Instant) -> Option<ffi::ngx_msec_t> {
 fn sleep_once(h: Handle, ms: ffi::ngx_msec_t) -> Wake {
     // The event lives on the coroutine's own stack, which stays put while
     // it is suspended; it is off the timer tree before this returns.
+    // SAFETY: an all-zero ngx_event_t is nginx's own idle event (it
+    // ngx_pcalloc's them).
     let mut ev: ngx_event_t = unsafe { std::mem::zeroed() };
     ev.handler = Some(timer_fired);
     ev.data = h.as_raw();
@@ -173,19 +181,25 @@ pub enum WaitError {
 }
 
 unsafe extern "C" fn io_ready(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "a socket wait", || io_ready_unguarded(ev), || ())
+    // SAFETY: nginx fires an event of a leased connection, which lives
+    // until the lease gives it back (and then no event is armed).
+    unsafe { crate::panic_guard::guard((*ev).log, "a socket wait", || io_ready_unguarded(ev), || ()) }
 }
 
 unsafe fn io_ready_unguarded(ev: *mut ngx_event_t) {
-    let c = (*ev).data as *mut ngx_connection_t;
-    let lease = &*((*c).data as *const RefCell<Lease>);
+    // SAFETY: the event's connection is leased: `c->data` points at the
+    // `Lease` (kept alive by the socket's Rc) for as long as it is.
+    let (lease, write, timedout) = unsafe {
+        let c = (*ev).data as *mut ngx_connection_t;
+        (&*((*c).data as *const RefCell<Lease>), (*ev).write() != 0, (*ev).timedout() != 0)
+    };
     let waiter = {
         let l = lease.borrow();
-        if (*ev).write() != 0 { l.writer } else { l.reader }
+        if write { l.writer } else { l.reader }
     };
     // Edge-triggered events also fire when nobody waits: `ready` keeps it.
     if let Some(h) = waiter {
-        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+        h.resume_from_event(if timedout { Wake::Timeout } else { Wake::Ready });
     }
 }
 
@@ -386,13 +400,17 @@ thread_local! {
 }
 
 unsafe extern "C" fn event_fired(ev: *mut ngx_event_t) {
-    crate::panic_guard::guard((*ev).log, "a connection wait", || event_fired_unguarded(ev), || ())
+    // SAFETY: nginx fires an event of a connection it owns, borrowed by
+    // `wait_event` until the wait ends.
+    unsafe { crate::panic_guard::guard((*ev).log, "a connection wait", || event_fired_unguarded(ev), || ()) }
 }
 
 unsafe fn event_fired_unguarded(ev: *mut ngx_event_t) {
     let h = EVENT_WAITERS.with_borrow(|w| w.get(&(ev as usize)).map(|(h, _)| *h));
     if let Some(h) = h {
-        h.resume_from_event(if (*ev).timedout() != 0 { Wake::Timeout } else { Wake::Ready });
+        // SAFETY: the event is live (see `event_fired`).
+        let timedout = unsafe { (*ev).timedout() != 0 };
+        h.resume_from_event(if timedout { Wake::Timeout } else { Wake::Ready });
     }
 }
 
