@@ -53,7 +53,7 @@ unsafe fn body_read_unguarded(r: *mut ngx_http_request_t) {
             let c = (*r).connection;
             (*super::request::existing_ctx(r)).waiting.set(None);
             super::wake_request(r);
-            ffi::ngx_http_finalize_request(r, rc.unwrap_or_else(|| failed(r)));
+            ffi::ngx_http_finalize_request(r, outcome(r, rc.unwrap_or_else(|| failed(r))));
             ffi::ngx_http_run_posted_requests(c);
         }
     };
@@ -61,9 +61,20 @@ unsafe fn body_read_unguarded(r: *mut ngx_http_request_t) {
     // write handler in r.send) must win.
     suspend_request(r);
     match executor::run(env(r), move || run_handler(r), done) {
-        Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, rc),
+        Outcome::Done(rc) => ffi::ngx_http_finalize_request(r, outcome(r, rc)),
         Outcome::Suspended(h) => ctx.waiting.set(Some(h)),
         Outcome::Failed => ffi::ngx_http_finalize_request(r, failed(r)),
+    }
+}
+
+/// What the request is finalized with: the handler's result, or for an
+/// `r.internal_redirect()` what nginx's redirect returned (NGX_DONE, which
+/// gives back the reference the redirect took, as after the index module).
+unsafe fn outcome(r: *mut ngx_http_request_t, rc: ngx_int_t) -> ngx_int_t {
+    if rc == super::redirect::REDIRECT {
+        super::redirect::perform_requested(r)
+    } else {
+        rc
     }
 }
 
@@ -89,10 +100,15 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             }
         };
         obj.borrow().may_send.set(true);
+        obj.borrow().may_redirect.set(true);
         let rc = handler.call(obj.as_any()).and_then(|v| status_of(&v, "python_content", 200));
         obj.borrow().may_send.set(false);
+        obj.borrow().may_redirect.set(false);
         let rc = match rc {
             Ok(rc) => rc,
+            Err(e) if super::redirect::is_redirect(py, &e) && (*r).header_sent() == 0 && obj.borrow().redirect.borrow().is_some() => {
+                return super::redirect::REDIRECT;
+            }
             Err(e) => {
                 log_exception(py, log, "python_content", &e);
                 return failed(r);

@@ -4,6 +4,7 @@
 //! `variables`, `output`).
 
 mod access;
+mod gate;
 mod body;
 mod body_filter;
 mod content;
@@ -12,7 +13,9 @@ mod header_filter;
 mod headers;
 mod log;
 mod output;
+mod redirect;
 pub mod request;
+mod rewrite;
 mod set;
 pub mod subrequest;
 mod subrequest_request;
@@ -34,6 +37,8 @@ use crate::runtime::Handler;
 /// Per-location configuration (also what server and http levels hold).
 #[derive(Default)]
 pub struct LocConf {
+    /// `python_rewrite`, in order; empty inherits the parent's.
+    rewrite: Vec<Handler>,
     /// `python_access`, in order; empty inherits the parent's.
     access: Vec<Handler>,
     /// `python_log`, in order; empty inherits the parent's.
@@ -51,7 +56,8 @@ pub struct LocConf {
 const ANY_LEVEL: u32 = ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_HTTP_SRV_CONF | ffi::NGX_HTTP_LOC_CONF;
 const LOC_OFFSET: usize = std::mem::offset_of!(ffi::ngx_http_conf_ctx_t, loc_conf);
 
-static mut COMMANDS: [ngx_command_t; 12] = [
+static mut COMMANDS: [ngx_command_t; 13] = [
+    ffi::command(b"python_rewrite\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, python_rewrite, LOC_OFFSET),
     ffi::command(b"python_wsgi\0", ffi::NGX_HTTP_LOC_CONF | ffi::NGX_HTTP_LIF_CONF | ffi::NGX_CONF_TAKE1, wsgi::python_wsgi, LOC_OFFSET),
     ffi::command(b"python_shared_dict\0", ffi::NGX_HTTP_MAIN_CONF | ffi::NGX_CONF_TAKE2, crate::shared::python_shared_dict, 0),
     ffi::command(b"python\0", ANY_LEVEL | ffi::NGX_CONF_TAKE1, core_module::python, 0),
@@ -111,6 +117,9 @@ unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, parent: *mut c_void, ch
 
 unsafe fn merge_loc_conf_unguarded(_cf: *mut ngx_conf_t, parent: *mut c_void, child: *mut c_void) -> *mut c_char {
     let (parent, child) = (&*(parent as *const LocConf), &mut *(child as *mut LocConf));
+    if child.rewrite.is_empty() {
+        child.rewrite = parent.rewrite.clone();
+    }
     if child.access.is_empty() {
         child.access = parent.access.clone();
     }
@@ -128,7 +137,8 @@ unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 
 unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
     let cmcf = ffi::http_main_conf::<ffi::ngx_http_core_main_conf_t>(cf, &*(&raw const ffi::ngx_http_core_module));
-    let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 2] = [
+    let phases: [(usize, unsafe extern "C" fn(*mut ffi::ngx_http_request_t) -> ngx_int_t); 3] = [
+        (ffi::ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize, rewrite::rewrite_handler),
         (ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize, access::access_handler),
         (ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize, log::log_handler),
     ];
@@ -139,16 +149,21 @@ unsafe fn postconfiguration_unguarded(cf: *mut ngx_conf_t) -> ngx_int_t {
             return ffi::ERROR;
         }
         *h = Some(handler);
-        if phase == ffi::ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize {
+        if phase != ffi::ngx_http_phases_NGX_HTTP_LOG_PHASE as usize {
             // nginx runs a phase's handlers last-pushed first: moved to the
-            // front of the list, python_access runs after nginx's own
-            // cheap checks (allow/deny, auth_basic, auth_request), as
-            // access_by_lua does.
+            // front of the list, python_rewrite runs after nginx's own
+            // rewrite/set, python_access after nginx's own cheap checks
+            // (allow/deny, auth_basic, auth_request), as rewrite_by_lua and
+            // access_by_lua do.
             let all = std::slice::from_raw_parts_mut(list.elts as *mut ffi::ngx_http_handler_pt, list.nelts);
             all.rotate_right(1);
         }
     }
     ffi::OK
+}
+
+unsafe extern "C" fn python_rewrite(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    crate::panic_guard::guard_conf(cf, "python_rewrite", || core_module::push_handler(cf, &mut (*(conf as *mut LocConf)).rewrite, "r"))
 }
 
 unsafe extern "C" fn python_access(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {

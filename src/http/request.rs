@@ -32,6 +32,13 @@ pub struct Request {
     /// A content handler is running: the only place a response can be sent
     /// from (access runs before it, python_set/python_log anywhere).
     pub(super) may_send: Cell<bool>,
+    /// A rewrite, access or content handler is running: the places
+    /// `r.internal_redirect()` can end.
+    pub(super) may_redirect: Cell<bool>,
+    /// A python_rewrite handler is running: `r.uri` / `r.args` can change.
+    pub(super) rewriting: Cell<bool>,
+    /// Where `r.internal_redirect()` asked to go (taken by the phase glue).
+    pub(super) redirect: std::cell::RefCell<Option<Vec<u8>>>,
     /// Body pieces nginx has not written out yet (freed once it has).
     chains: std::cell::RefCell<super::output::Chains>,
 }
@@ -45,6 +52,8 @@ pub struct RequestCtx {
     pub waiting: Cell<Option<executor::Handle>>,
     /// The result of an access handler that finished after suspending.
     pub access_rc: Cell<Option<ffi::ngx_int_t>>,
+    /// The same for a rewrite handler.
+    pub rewrite_rc: Cell<Option<ffi::ngx_int_t>>,
 }
 
 impl Drop for RequestCtx {
@@ -76,9 +85,9 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     }
     let obj = Py::new(
         py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), chains: Default::default() },
+        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), may_redirect: Cell::new(false), rewriting: Cell::new(false), redirect: Default::default(), chains: Default::default() },
     )?;
-    let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
+    let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None), rewrite_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
     ffi::http_set_ctx(r, module(), ctx);
     Ok(&*ctx)
@@ -105,6 +114,16 @@ impl Request {
             "r.{what}() works only in python_content: python_access, python_set and python_log \
              cannot send a response (return a status from python_access instead)"
         )))
+    }
+
+    /// The request line can change only before nginx has chosen where the
+    /// request goes: in python_rewrite.
+    fn check_rewriting(&self, what: &str) -> PyResult<()> {
+        if self.rewriting.get() {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(format!("{what} can be changed only in python_rewrite")))
+        }
     }
 
     /// Runs `send` (which queues body output) for a content handler:
@@ -191,6 +210,63 @@ impl Request {
     fn ctx(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         self.raw()?;
         Ok(self.ctx.clone_ref(py))
+    }
+
+    /// The request's URI path (decoded, without arguments). Settable in
+    /// python_rewrite: nginx then finds the location again.
+    #[getter]
+    fn get_uri(&self) -> PyResult<String> {
+        // SAFETY: live request.
+        Ok(unsafe { String::from_utf8_lossy(ffi::bytes(&(*self.raw()?).uri)).into_owned() })
+    }
+
+    #[setter]
+    fn set_uri(&self, uri: &str) -> PyResult<()> {
+        let r = self.raw()?;
+        self.check_rewriting("r.uri")?;
+        // SAFETY: live request; the new URI is copied into its pool.
+        unsafe { super::rewrite::set_uri(r, uri) }
+    }
+
+    /// The raw query string (without `?`); settable in python_rewrite.
+    #[getter]
+    fn get_args(&self) -> PyResult<String> {
+        // SAFETY: live request.
+        Ok(unsafe { String::from_utf8_lossy(ffi::bytes(&(*self.raw()?).args)).into_owned() })
+    }
+
+    #[setter]
+    fn set_args(&mut self, args: &str) -> PyResult<()> {
+        let r = self.raw()?;
+        self.check_rewriting("r.args")?;
+        // SAFETY: live request; the arguments are copied into its pool.
+        unsafe { super::rewrite::set_args(r, args)? };
+        self.args = OnceCell::new(); // r.arg decodes the new ones
+        Ok(())
+    }
+
+    /// The request method (read-only).
+    #[getter]
+    fn method(&self) -> PyResult<String> {
+        // SAFETY: live request.
+        Ok(unsafe { String::from_utf8_lossy(ffi::bytes(&(*self.raw()?).method_name)).into_owned() })
+    }
+
+    /// Ends the handler; nginx runs the request again for `uri` (a path
+    /// with optional `?args`, or a named location `@name`).
+    fn internal_redirect(&self, uri: &str) -> PyResult<()> {
+        self.raw()?;
+        if !self.may_redirect.get() {
+            return Err(PyRuntimeError::new_err(
+                "r.internal_redirect() works only in python_rewrite, python_access and python_content",
+            ));
+        }
+        // SAFETY: live request (checked above).
+        if unsafe { (*self.raw()?).header_sent() } != 0 {
+            return Err(PyRuntimeError::new_err("r.internal_redirect(): the response header has already been sent"));
+        }
+        *self.redirect.borrow_mut() = Some(super::redirect::check_target(uri)?);
+        Err(super::redirect::ending())
     }
 
     #[getter]
