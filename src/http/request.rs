@@ -25,7 +25,8 @@ use crate::runtime::ngx_module::{SEND_FLUSH, SEND_LAST};
 #[pyclass(unsendable, module = "ngx", name = "Request")]
 pub struct Request {
     r: Cell<*mut ngx_http_request_t>,
-    ctx: Py<PyDict>,
+    /// `r.ctx`, made on first use (most handlers never touch it).
+    ctx: OnceCell<Py<PyDict>>,
     args: OnceCell<Py<PyAny>>,
     /// `r.send(..., SEND_LAST)` happened: the body is complete.
     pub(super) finished: Cell<bool>,
@@ -55,7 +56,9 @@ impl Drop for RequestCtx {
                 obj.r.set(std::ptr::null_mut());
                 // Break reference cycles through r.ctx (r.ctx['me'] = r):
                 // the request object is not tracked by Python's collector.
-                obj.ctx.bind(py).clear();
+                if let Some(d) = obj.ctx.get() {
+                    d.bind(py).clear();
+                }
             }
         });
         // The request is gone: a handler still waiting for it unwinds now.
@@ -76,7 +79,7 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     }
     let obj = Py::new(
         py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), pending: Default::default() },
+        Request { r: Cell::new(r), ctx: OnceCell::new(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), pending: Default::default() },
     )?;
     let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
@@ -166,7 +169,7 @@ impl Request {
     #[getter]
     fn ctx(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         self.raw()?;
-        Ok(self.ctx.clone_ref(py))
+        Ok(self.ctx.get_or_init(|| PyDict::new(py).unbind()).clone_ref(py))
     }
 
     #[getter]
