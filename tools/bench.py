@@ -15,7 +15,7 @@ RSS per request suspended in a 10 s wait, and instructions per request
 Every location's answer is checked before it is measured, and a run with
 non-2xx answers or socket errors is reported as such.
 
-Usage: tools/bench.py [--rounds N] [--seconds S] [--no-callgrind]
+Usage: tools/bench.py [--rounds N] [--seconds S] [--no-callgrind] [--only main,extra,callgrind]
        (paths default to what `make bench` builds)
 """
 
@@ -495,12 +495,22 @@ def main():
     ap.add_argument('--seconds', type=int, default=5)
     ap.add_argument('--no-callgrind', action='store_true')
     ap.add_argument('--only', default='main,extra',
-                    help='sections: main (the Lua/njs table), extra (shared dict incr, WSGI)')
+                    help='sections: main (the Lua/njs table, then callgrind), extra (shared dict incr, '
+                         'WSGI), callgrind (instructions per request only: no wrk runs, stable on a '
+                         'loaded machine)')
     ap.add_argument('--sync-so', default=os.path.join(REPO, 'build/debian/sync/objs/ngx_python_module.so'))
     ap.add_argument('--unblock-so', default=os.path.join(REPO, 'build/debian/unblock/objs/ngx_python_module.so'))
     ap.add_argument('--static-sync', default=os.path.join(REPO, 'build/sync/objs/nginx'))
     ap.add_argument('--static-unblock', default=os.path.join(REPO, 'build/unblock/objs/nginx'))
     a = ap.parse_args()
+    only = set(a.only.split(','))
+    if only == {'callgrind'}:
+        for p in (a.sync_so, a.unblock_so, DEBIAN_NGINX):
+            if not os.path.exists(p):
+                sys.exit('bench: %s missing (make debian-module [FEATURES=unblock])' % p)
+        print('  load average at start: %s' % open('/proc/loadavg').read().strip())
+        print_instructions(a)
+        return
     for p in (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock, DEBIAN_NGINX):
         if not os.path.exists(p):
             sys.exit('bench: %s missing (make bench builds everything)' % p)
@@ -511,7 +521,6 @@ def main():
     print('  python module (sync):    %s\n  python module (unblock): %s\n  static 1.28 builds:      %s, %s'
           % (a.sync_so, a.unblock_so, a.static_sync, a.static_unblock))
     print('  load average at start: %s' % open('/proc/loadavg').read().strip())
-    only = set(a.only.split(','))
     if 'extra' in only:
         servers = app_servers()
         try:

@@ -99,14 +99,18 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 return failed(r);
             }
         };
-        obj.borrow().may_send.set(true);
-        obj.borrow().may_redirect.set(true);
+        // One shared borrow for the whole run (each borrow of an unsendable
+        // class checks the thread); the handler's own uses of `r` only
+        // borrow shared too.
+        let req = obj.borrow();
+        req.may_send.set(true);
+        req.may_redirect.set(true);
         let rc = handler.call(obj.as_any()).and_then(|v| status_of(&v, "python_content", 200));
-        obj.borrow().may_send.set(false);
-        obj.borrow().may_redirect.set(false);
+        req.may_send.set(false);
+        req.may_redirect.set(false);
         let rc = match rc {
             Ok(rc) => rc,
-            Err(e) if super::redirect::is_redirect(py, &e) && (*r).header_sent() == 0 && obj.borrow().redirect.borrow().is_some() => {
+            Err(e) if super::redirect::is_redirect(py, &e) && (*r).header_sent() == 0 && req.redirect.borrow().is_some() => {
                 return super::redirect::REDIRECT;
             }
             Err(e) => {
@@ -116,10 +120,10 @@ unsafe fn run_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         // The request ended while the handler waited (it was cancelled and
         // chose to return normally): nginx is freeing it, leave it alone.
-        if obj.borrow().raw().is_err() {
+        if req.raw().is_err() {
             return ffi::ERROR;
         }
-        let finished = obj.borrow().finished.get();
+        let finished = req.finished.get();
         match rc {
             ffi::OK | ffi::DECLINED | ffi::DONE => output::finish(r, finished),
             ffi::ERROR => failed(r),

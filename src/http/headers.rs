@@ -65,7 +65,12 @@ unsafe fn entries<'a>(list: *const ffi::ngx_list_t) -> impl Iterator<Item = &'a 
 
 fn name_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     match obj.cast::<PyString>() {
-        Ok(s) => Ok(str_bytes(s)?.as_bytes().to_vec()),
+        // Valid UTF-8 (every real header name): CPython's cached UTF-8 form,
+        // no codec call. Lone surrogates go the surrogateescape way.
+        Ok(s) => match s.to_str() {
+            Ok(t) => Ok(t.as_bytes().to_vec()),
+            Err(_) => Ok(str_bytes(s)?.as_bytes().to_vec()),
+        },
         Err(_) => Err(PyTypeError::new_err("header names are str")),
     }
 }
@@ -84,6 +89,10 @@ trait HeaderList {
         let r = self.request().borrow(py).raw()?;
         // SAFETY: r is live (checked just above).
         Ok(unsafe { self.pairs(r) })
+    }
+    /// The first value of `name`: what `h[name]` and `h.get` read.
+    fn first_of(&self, py: Python<'_>, name: &[u8]) -> PyResult<Option<Bytes>> {
+        Ok(self.values_of(py, name)?.into_iter().next())
     }
     fn values_of(&self, py: Python<'_>, name: &[u8]) -> PyResult<Vec<Bytes>> {
         let pairs = self.all_pairs(py)?;
@@ -111,16 +120,16 @@ macro_rules! mapping_methods {
 
             fn __getitem__<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
                 let n = name_of(name)?;
-                match self.values_of(py, &n)?.first() {
-                    Some(v) => Ok(to_str(py, v)),
+                match self.first_of(py, &n)? {
+                    Some(v) => Ok(to_str(py, &v)),
                     None => Err(PyKeyError::new_err(name.clone().unbind())),
                 }
             }
             #[pyo3(signature = (name, default = None))]
             fn get<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyAny>>> {
                 let n = name_of(name)?;
-                Ok(match self.values_of(py, &n)?.first() {
-                    Some(v) => Some(to_str(py, v).into_any()),
+                Ok(match self.first_of(py, &n)? {
+                    Some(v) => Some(to_str(py, &v).into_any()),
                     None => default,
                 })
             }
@@ -136,7 +145,7 @@ macro_rules! mapping_methods {
             }
             fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {
                 match name_of(name) {
-                    Ok(n) => Ok(!self.values_of(py, &n)?.is_empty()),
+                    Ok(n) => Ok(self.first_of(py, &n)?.is_some()),
                     Err(_) => Ok(false),
                 }
             }
@@ -183,6 +192,18 @@ impl HeaderList for InputHeaders {
     }
     unsafe fn pairs(&self, r: *mut ngx_http_request_t) -> Vec<(&'static [u8], Bytes)> {
         entries(&(*r).headers_in.headers).map(|h| (ffi::bytes(&h.key), Cow::Borrowed(ffi::bytes(&h.value)))).collect()
+    }
+    /// One scan of nginx's list, stopping at the first match: no list of
+    /// all pairs is built to read one header.
+    fn first_of(&self, py: Python<'_>, name: &[u8]) -> PyResult<Option<Bytes>> {
+        let r = self.r.borrow(py).raw()?;
+        // SAFETY: r is live (checked just above); the borrowed value lives
+        // in the request's pool and is turned into a str within this call.
+        Ok(unsafe {
+            entries(&(*r).headers_in.headers)
+                .find(|h| ffi::bytes(&h.key).eq_ignore_ascii_case(name))
+                .map(|h| Cow::Borrowed(ffi::bytes(&h.value)))
+        })
     }
 }
 mapping_methods!(InputHeaders {});

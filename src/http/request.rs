@@ -25,8 +25,10 @@ use crate::runtime::ngx_module::{SEND_FLUSH, SEND_LAST};
 #[pyclass(unsendable, module = "ngx", name = "Request")]
 pub struct Request {
     r: Cell<*mut ngx_http_request_t>,
-    ctx: Py<PyDict>,
-    args: OnceCell<Py<PyAny>>,
+    /// `r.ctx`, made on first use (most handlers never touch it).
+    ctx: OnceCell<Py<PyDict>>,
+    /// `r.arg`, decoded at first use (again after `r.args = ...`).
+    args: std::cell::RefCell<Option<Py<PyAny>>>,
     /// `r.send(..., SEND_LAST)` happened: the body is complete.
     pub(super) finished: Cell<bool>,
     /// A content handler is running: the only place a response can be sent
@@ -56,15 +58,48 @@ pub struct RequestCtx {
     pub rewrite_rc: Cell<Option<ffi::ngx_int_t>>,
 }
 
+/// Request objects nobody kept after their request, for the next requests
+/// (an object made and freed per request cost ~700 instructions). Only an
+/// object whose one reference was the context's comes here, reset to the
+/// state of a new one: no Python code can tell it was used before.
+const SPARE_OBJECTS: usize = 64;
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Py<Request>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Drop for RequestCtx {
     fn drop(&mut self) {
         Python::attach(|py| {
             if let Some(obj) = self.obj.take() {
-                let obj = obj.borrow(py);
-                obj.r.set(std::ptr::null_mut());
-                // Break reference cycles through r.ctx (r.ctx['me'] = r):
-                // the request object is not tracked by Python's collector.
-                obj.ctx.bind(py).clear();
+                {
+                    let req = obj.borrow(py);
+                    req.r.set(std::ptr::null_mut());
+                    // Break reference cycles through r.ctx (r.ctx['me'] = r):
+                    // the request object is not tracked by Python's collector.
+                    if let Some(d) = req.ctx.get() {
+                        d.bind(py).clear();
+                    }
+                }
+                // Still referenced only here (the borrow above is gone): reuse it.
+                // SAFETY: GIL held; `obj` is a live object we own a reference to.
+                if unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) } == 1 {
+                    let mut req = obj.borrow_mut(py);
+                    req.ctx.take();
+                    req.args.take();
+                    req.finished.set(false);
+                    req.may_send.set(false);
+                    req.may_redirect.set(false);
+                    req.rewriting.set(false);
+                    req.redirect.take();
+                    // Pool pointers of the ended request: its pool is freed.
+                    req.chains.take();
+                    drop(req);
+                    SPARE.with_borrow_mut(|s| {
+                        if s.len() < SPARE_OBJECTS {
+                            s.push(obj);
+                        }
+                    });
+                }
             }
         });
         // The request is gone: a handler still waiting for it unwinds now.
@@ -83,10 +118,26 @@ pub unsafe fn request_ctx<'a>(py: Python<'_>, r: *mut ngx_http_request_t) -> PyR
     if !ctx.is_null() {
         return Ok(&*ctx);
     }
-    let obj = Py::new(
-        py,
-        Request { r: Cell::new(r), ctx: PyDict::new(py).unbind(), args: OnceCell::new(), finished: Cell::new(false), may_send: Cell::new(false), may_redirect: Cell::new(false), rewriting: Cell::new(false), redirect: Default::default(), chains: Default::default() },
-    )?;
+    let obj = match SPARE.with_borrow_mut(|s| s.pop()) {
+        Some(obj) => {
+            obj.borrow(py).r.set(r);
+            obj
+        }
+        None => Py::new(
+            py,
+            Request {
+                r: Cell::new(r),
+                ctx: OnceCell::new(),
+                args: Default::default(),
+                finished: Cell::new(false),
+                may_send: Cell::new(false),
+                may_redirect: Cell::new(false),
+                rewriting: Cell::new(false),
+                redirect: Default::default(),
+                chains: Default::default(),
+            },
+        )?,
+    };
     let ctx = ffi::pool_box((*r).pool, RequestCtx { obj: Some(obj), waiting: Cell::new(None), access_rc: Cell::new(None), rewrite_rc: Cell::new(None) })
         .ok_or_else(|| PyRuntimeError::new_err("out of memory"))?;
     ffi::http_set_ctx(r, module(), ctx);
@@ -188,12 +239,13 @@ impl Request {
     #[getter]
     fn arg(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let r = self.raw()?;
-        if let Some(a) = self.args.get() {
+        if let Some(a) = self.args.borrow().as_ref() {
             return Ok(a.clone_ref(py));
         }
         // SAFETY: r is live (checked above).
         let a = unsafe { variables::decoded_args(py, r)? };
-        Ok(self.args.get_or_init(|| a).clone_ref(py))
+        *self.args.borrow_mut() = Some(a.clone_ref(py));
+        Ok(a)
     }
 
     /// The request body (bytes) once nginx has read it (content handlers),
@@ -209,7 +261,7 @@ impl Request {
     #[getter]
     fn ctx(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         self.raw()?;
-        Ok(self.ctx.clone_ref(py))
+        Ok(self.ctx.get_or_init(|| PyDict::new(py).unbind()).clone_ref(py))
     }
 
     /// The request's URI path (decoded, without arguments). Settable in
@@ -236,12 +288,12 @@ impl Request {
     }
 
     #[setter]
-    fn set_args(&mut self, args: &str) -> PyResult<()> {
+    fn set_args(&self, args: &str) -> PyResult<()> {
         let r = self.raw()?;
         self.check_rewriting("r.args")?;
         // SAFETY: live request; the arguments are copied into its pool.
         unsafe { super::rewrite::set_args(r, args)? };
-        self.args = OnceCell::new(); // r.arg decodes the new ones
+        self.args.take(); // r.arg decodes the new ones
         Ok(())
     }
 

@@ -9,10 +9,12 @@
 //! http/stream configurations are borrowed from here and die with the same
 //! cycle.
 
-use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use std::ptr::NonNull;
 
-use super::handler::Handler;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::handler::{Direct, Handler};
 use crate::text::first_line;
 
 pub struct PyState {
@@ -102,10 +104,42 @@ impl PyState {
         func.setattr("__code__", fcode.call_method("replace", (), Some(&kwargs))?)?;
         func.setattr("__name__", name)?;
         func.setattr("__qualname__", name)?;
-        let handler = Handler::new(&func);
+        let direct = match direct_call(py, expr, param)? {
+            Some(callee) => {
+                let callee = PyString::intern(py, &callee);
+                let d = Direct {
+                    namespace: NonNull::new(self.namespace(py).as_ptr()).expect("a live object"),
+                    name: NonNull::new(callee.as_ptr()).expect("a live object"),
+                };
+                self.handlers.push(callee.into_any().unbind());
+                Some(d)
+            }
+            None => None,
+        };
+        let handler = Handler::with_direct(&func, direct);
         self.handlers.push(func.unbind());
         Ok(handler)
     }
+}
+
+/// `NAME` when `expr` is exactly `NAME(param)` (one positional argument,
+/// the request or session itself): such a handler can be called directly.
+fn direct_call(py: Python<'_>, expr: &str, param: &str) -> PyResult<Option<String>> {
+    if param.is_empty() {
+        return Ok(None);
+    }
+    let ast = py.import("ast")?;
+    let body = ast.call_method1("parse", (expr.trim(), "<expr>", "eval"))?.getattr("body")?;
+    if !body.is_instance(&ast.getattr("Call")?)? || body.getattr("keywords")?.is_truthy()? {
+        return Ok(None);
+    }
+    let (func, args) = (body.getattr("func")?, body.getattr("args")?.cast_into::<PyList>()?);
+    let name_type = ast.getattr("Name")?;
+    if !func.is_instance(&name_type)? || args.len() != 1 || !args.get_item(0)?.is_instance(&name_type)? {
+        return Ok(None);
+    }
+    let (callee, arg): (String, String) = (func.getattr("id")?.extract()?, args.get_item(0)?.getattr("id")?.extract()?);
+    Ok((arg == param && callee != param).then_some(callee))
 }
 
 impl PyState {

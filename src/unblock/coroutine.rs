@@ -19,6 +19,7 @@ use std::ptr;
 use context::{Context, Transfer};
 
 use super::guard::{self, GuardedStack};
+use super::recycle::Recycler;
 use super::tstate::{self, ThreadState};
 use super::wait;
 
@@ -84,7 +85,7 @@ thread_local! {
     static LIVE: UnsafeCell<HashMap<usize, u64>> = UnsafeCell::new(HashMap::new());
     static GENERATION: Cell<u64> = const { Cell::new(0) };
     /// Used only on nginx's stack (`spawn`, `release`).
-    static STACKS: RefCell<Vec<GuardedStack>> = const { RefCell::new(Vec::new()) };
+    static STACKS: RefCell<Recycler<GuardedStack>> = const { RefCell::new(Recycler::new(POOLED_STACKS, true)) };
     static STACK_SIZE: Cell<usize> = const { Cell::new(DEFAULT_STACK_SIZE) };
     /// Set by `shutdown_all`: the worker process is exiting now.
     static SHUTTING_DOWN: Cell<bool> = const { Cell::new(false) };
@@ -125,7 +126,8 @@ fn live_list() -> Vec<(usize, u64)> {
 /// CPython 3.13 lets C code recurse 10,000 levels (deep repr/json need
 /// about 2 MiB) before RecursionError: its default is 4 MiB.
 pub const DEFAULT_STACK_SIZE: usize = if cfg!(Py_3_13) { 4 } else { 1 } * 1024 * 1024;
-/// Stacks kept for reuse per worker beyond those in use.
+/// Stacks kept for reuse per worker while it is idle (more while busy:
+/// as many as were in use at once, see `recycle`).
 const POOLED_STACKS: usize = 64;
 
 pub fn set_stack_size(size: usize) {
@@ -142,20 +144,16 @@ pub fn current() -> Option<Handle> {
 
 fn take_stack() -> Result<GuardedStack, String> {
     let size = STACK_SIZE.get();
-    if let Some(s) = STACKS.with_borrow_mut(|p| p.pop()) {
+    if let Some(s) = STACKS.with_borrow_mut(|p| p.take()) {
         if s.len() >= size {
             return Ok(s);
         }
     }
-    GuardedStack::new(size)
+    GuardedStack::new(size).inspect_err(|_| STACKS.with_borrow_mut(|p| p.lost()))
 }
 
 fn give_back_stack(s: GuardedStack) {
-    STACKS.with_borrow_mut(|p| {
-        if p.len() < POOLED_STACKS {
-            p.push(s)
-        }
-    });
+    STACKS.with_borrow_mut(|p| p.give_back(s));
 }
 
 /// Runs `task` as a new coroutine until it finishes or first suspends.
@@ -376,6 +374,7 @@ impl Handle {
             }
             if let Some(s) = co.stack.take() {
                 s.leak();
+                STACKS.with_borrow_mut(|p| p.lost());
             }
             guard::retire_worker();
         } else {

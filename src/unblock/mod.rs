@@ -10,6 +10,7 @@ mod park;
 mod pymodule;
 mod readiness;
 mod resolver;
+mod recycle;
 mod reverse;
 mod tstate;
 mod wait;

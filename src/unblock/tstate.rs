@@ -32,6 +32,7 @@ use std::cell::{Cell, RefCell};
 
 use pyo3::ffi;
 
+use super::recycle::Recycler;
 use crate::runtime::version;
 
 /// glibc's PTHREAD_KEYS_MAX (not in the libc crate).
@@ -42,8 +43,10 @@ thread_local! {
     /// `self_check` at worker start; None before, or where not needed).
     static GILSTATE_KEY: Cell<Option<libc::pthread_key_t>> = const { Cell::new(None) };
     /// Thread states of finished coroutines, kept for reuse (up to 3.12).
-    static POOL: RefCell<Vec<ThreadState>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Recycler<ThreadState>> =
+        const { RefCell::new(Recycler::new(POOLED, !version::THREAD_LOCALS_IN_TSTATE)) };
 }
+/// Kept while the worker is idle (more while busy, see `recycle`).
 const POOLED: usize = if version::THREAD_LOCALS_IN_TSTATE { 0 } else { 256 };
 
 /// 3.9-3.11: the pthread key whose value is the worker's thread state and
@@ -123,7 +126,7 @@ pub struct ThreadState(*mut ffi::PyThreadState);
 
 impl ThreadState {
     pub fn new() -> ThreadState {
-        POOL.with_borrow_mut(|p| p.pop()).unwrap_or_else(ThreadState::fresh)
+        POOL.with_borrow_mut(|p| p.take()).unwrap_or_else(ThreadState::fresh)
     }
 
     fn fresh() -> ThreadState {
@@ -134,11 +137,7 @@ impl ThreadState {
     /// Back to the pool (or deleted). Only for a state whose task has ended
     /// through `isolated`, so nothing of the task is left in it.
     pub fn recycle(self) {
-        POOL.with_borrow_mut(|p| {
-            if p.len() < POOLED {
-                p.push(self);
-            }
-        });
+        POOL.with_borrow_mut(|p| p.give_back(self));
     }
 
     /// Makes this the current state (for the eval loop and for
@@ -151,6 +150,7 @@ impl ThreadState {
     /// Abandons this state without clearing it (after a stack overflow its
     /// frames may be inconsistent): leaks it, deliberately.
     pub fn abandon(self) {
+        POOL.with_borrow_mut(|p| p.lost());
         std::mem::forget(self);
     }
 }
