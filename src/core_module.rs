@@ -244,9 +244,9 @@ pub unsafe extern "C" fn python(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _
 
 unsafe fn python_unguarded(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
     let code = arg(cf, 1);
-    let (file, end_line) = ffi::conf_position(cf);
-    let origin = Origin { file: &file, end_line };
     let Some(state) = state(cf) else { return ffi::CONF_ERROR };
+    let (file, end_line) = code_origin(cf, &code);
+    let origin = Origin { file: &file, end_line };
     Python::attach(|py| match state.exec(py, &code, &origin) {
         Ok(()) => ptr::null_mut(),
         Err(e) => {
@@ -440,6 +440,29 @@ pub unsafe fn variable_arg(cf: *mut ngx_conf_t, i: usize) -> Option<ffi::ngx_str
     Some(name)
 }
 
+/// Where a directive's code comes from, for tracebacks: (file, line of
+/// the code's last line). Lines written in nginx.conf are nginx.conf's;
+/// when `\n` escapes put several lines of code on one line of the file,
+/// the code gets a name of its own, `<python at FILE:LINE>` (LINE: where
+/// the directive's code starts), whose lines are the code's (kept in
+/// `linecache` so that tracebacks show them).
+///
+/// # Safety
+/// `cf` must be the live configuration, in the directive's handler, and
+/// `code` the directive's last argument; Python is started (`state`).
+unsafe fn code_origin(cf: *mut ngx_conf_t, code: &str) -> (String, usize) {
+    let (file, end_line) = ffi::conf_position(cf);
+    let lines = code.matches('\n').count();
+    match ffi::conf_last_arg_newlines(cf) {
+        Some(written) if written < lines => {
+            let name = format!("<python at {file}:{}>", end_line.saturating_sub(written).max(1));
+            Python::attach(|py| crate::runtime::state::remember_source(py, &name, code));
+            (name, lines + 1)
+        }
+        _ => (file, end_line),
+    }
+}
+
 /// Compiles `EXPR` (directive argument `i`) into a handler taking `param`,
 /// or logs the `[emerg]` and returns None.
 ///
@@ -448,9 +471,9 @@ pub unsafe fn variable_arg(cf: *mut ngx_conf_t, i: usize) -> Option<ffi::ngx_str
 pub unsafe fn compile_arg(cf: *mut ngx_conf_t, i: usize, param: &str) -> Option<Handler> {
     let directive = arg(cf, 0);
     let expr = arg(cf, i);
-    let (file, end_line) = ffi::conf_position(cf);
-    let origin = Origin { file: &file, end_line };
     let state = state(cf)?;
+    let (file, end_line) = code_origin(cf, &expr);
+    let origin = Origin { file: &file, end_line };
     Python::attach(|py| match state.compile_handler(py, &expr, &origin, param, &directive) {
         Ok(h) => Some(h),
         Err(e) => {

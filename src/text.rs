@@ -124,6 +124,34 @@ pub fn first_line(end_line: usize, text: &[u8]) -> usize {
     end_line.saturating_sub(newlines).max(1)
 }
 
+/// Real line breaks in the last argument of a directive, given nginx.conf
+/// text ending with the directive's `;`: the argument is the quoted (or
+/// bare) token before it; where its opening quote is no longer in `text`
+/// the token starts at `text`'s start.
+pub fn last_token_newlines(text: &[u8]) -> Option<usize> {
+    let end = text.iter().rposition(|&c| c == b';')?;
+    let body = &text[..end];
+    let close = body.iter().rposition(|c| !c.is_ascii_whitespace())?;
+    let quote = body[close];
+    let token = if quote == b'"' || quote == b'\'' {
+        let inner = &body[..close];
+        // the opening quote: the last unescaped one (an even run of
+        // backslashes before it)
+        let mut open = 0;
+        for i in (0..inner.len()).rev() {
+            if inner[i] == quote && inner[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0 {
+                open = i + 1;
+                break;
+            }
+        }
+        &inner[open..]
+    } else {
+        let start = body[..=close].iter().rposition(|c| c.is_ascii_whitespace()).map_or(0, |i| i + 1);
+        &body[start..=close]
+    };
+    Some(token.iter().filter(|&&c| c == b'\n').count())
+}
+
 /// Shortens a long log message to at most `max` bytes, keeping its first
 /// line and its end (where a traceback names the exception).
 pub fn shorten_middle(msg: &str, max: usize) -> std::borrow::Cow<'_, str> {
@@ -209,6 +237,16 @@ mod tests {
         assert_eq!(parse_size("1g"), None);
         assert_eq!(parse_size(""), None);
         assert_eq!(parse_size("99999999999999999999m"), None);
+    }
+
+    #[test]
+    fn last_token_newlines_counts_written_breaks_only() {
+        assert_eq!(last_token_newlines(b"python \"a\\nb\";"), Some(0));
+        assert_eq!(last_token_newlines(b"python \"a\nb\\nc\" ;"), Some(1));
+        assert_eq!(last_token_newlines(b"x;\n  python_set $v 'f(r)\n';"), Some(1));
+        assert_eq!(last_token_newlines(b"a\nb\\nc\";"), Some(1)); // opening quote gone
+        assert_eq!(last_token_newlines(b"python_access f(r);"), Some(0));
+        assert_eq!(last_token_newlines(b"no semicolon"), None);
     }
 
     #[test]

@@ -84,6 +84,27 @@ class NginxT(harness.NginxTestCase):
         self.assertConfError(rc, out, 'python_include bad.py', 'SyntaxError',
                              os.path.join(self.t_prefix, 'bad.py'), 'line 2')
 
+    def test_escaped_newlines_name_the_directive_and_the_code_line(self):
+        # three lines of code on one line of nginx.conf (\\n escapes)
+        rc, out = self.nginx_t(HELLO_SERVER + '''
+            python "x = 1\\ny = 2\\ndef f(:\\n    pass";
+        ''')
+        self.assertConfError(rc, out, 'y = 2', 'SyntaxError')
+        self.assertIn('<python at %s:%d>' % (self.last_conf, self.conf_line('y = 2')), out)
+        self.assertIn('line 3', out)
+
+    def test_escaped_newlines_in_a_traceback(self):
+        self.start_server('''
+            location / { python_content "f(r)"; }
+        ''', http='''
+            python "def f(r):\\n    x = 1\\n    raise ValueError('deep %d' % x)";
+        ''')
+        self.assertEqual(self.get('/')[0], 500)
+        where = '<python at %s:%d>' % (self.conf_path, self.conf_line('def f(r)', self.conf_path))
+        log = self.error_log()
+        self.assertIn('File "%s", line 3, in f' % where, log)
+        self.assertIn("raise ValueError('deep %d' % x)", log)
+
     def test_missing_include_file(self):
         rc, out = self.nginx_t(HELLO_SERVER + 'python_include missing.py;')
         self.assertConfError(rc, out, 'python_include missing.py', 'missing.py')

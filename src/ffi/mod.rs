@@ -125,6 +125,25 @@ pub unsafe fn conf_position(cf: *mut ngx_conf_t) -> (String, usize) {
     (String::from_utf8_lossy(bytes(&(*f).file.name)).into_owned(), (*f).line as usize)
 }
 
+/// Line breaks written inside the directive's last argument in the file
+/// (not `\n` escapes, which nginx turned into line breaks too): read back
+/// from nginx's read buffer, which holds the whole current token (nginx
+/// refuses longer ones) up to the `;` just parsed. None when unknown.
+///
+/// # Safety
+/// `cf` must be the live configuration, in a directive handler.
+pub unsafe fn conf_last_arg_newlines(cf: *mut ngx_conf_t) -> Option<usize> {
+    let f = (*cf).conf_file;
+    if f.is_null() || (*f).buffer.is_null() {
+        return None;
+    }
+    let b = (*f).buffer;
+    let start = (*b).start as usize;
+    let len = ((*b).pos as usize).checked_sub(start)?;
+    let text = std::slice::from_raw_parts((*b).start, len);
+    crate::text::last_token_newlines(text)
+}
+
 /// Iterates an `ngx_list_t` of `T` (e.g. header lists).
 ///
 /// # Safety

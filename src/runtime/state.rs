@@ -37,6 +37,16 @@ impl<'a> Origin<'a> {
     }
 }
 
+/// Puts `code` in `linecache` under `name` (a name that is no file), so
+/// that tracebacks through it show its lines.
+pub fn remember_source(py: Python<'_>, name: &str, code: &str) {
+    let entry = py.import("linecache").and_then(|lc| {
+        let lines: Vec<String> = code.split_inclusive('\n').map(|l| if l.ends_with('\n') { l.to_owned() } else { format!("{l}\n") }).collect();
+        lc.getattr("cache")?.set_item(name, (code.len(), py.None(), lines, name))
+    });
+    let _ = entry; // without linecache, tracebacks just lack the source lines
+}
+
 impl PyState {
     /// A fresh namespace. `conf_prefix` (the directory of nginx.conf) goes
     /// on `sys.path` so that modules kept next to the configuration import.
