@@ -476,6 +476,9 @@ class Wsgi(harness.NginxTestCase):
             location /err { python_wsgi apps:errors_app; }
         ''')
         self.assertEqual(self.get('/err')[::2], (200, b'ok'))
+        # the unterminated last line is flushed when the application is done,
+        # which may be just after the client has the response
+        self.wait_log('unterminated')
         got = re.findall(r'\[error\] \d+#\d+: \*\d+ (.*?), client:', self.error_log())
         self.assertEqual(len(got), 5, got)
         # a lone surrogate is replaced, the line is still logged
