@@ -102,8 +102,11 @@ trait HeaderList {
     /// mapping shows as keys/values/items.
     fn first_values(&self, py: Python<'_>) -> PyResult<Vec<(&'static [u8], Bytes)>> {
         let mut out: Vec<(&'static [u8], Bytes)> = Vec::new();
+        // lowercased names seen: one pass, not a scan of `out` per header
+        // (16,000 headers took 1.5 s that way)
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in self.all_pairs(py)? {
-            if !out.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+            if seen.insert(k.to_ascii_lowercase()) {
                 out.push((k, v));
             }
         }
