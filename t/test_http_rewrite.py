@@ -46,6 +46,21 @@ def misuse(r):
             out.append(type(e).__name__)
     r.send(' '.join(out), ngx.SEND_LAST)
 
+def set_vars(r):
+    r.var['target'] = 'from-python'
+    r.var['args'] = 'changed=1'
+    out = []
+    for name, value in (('nosuch', 'x'), ('remote_addr', 'x')):
+        try:
+            r.var[name] = value
+            out.append('set')
+        except (KeyError, ValueError) as e:
+            out.append(type(e).__name__)
+    r.ctx['errors'] = ' '.join(out)
+
+def show_vars(r):
+    r.send('%s %s %s %s' % (r.var['target'], r.var['args'], r.arg['changed'], r.ctx['errors']), ngx.SEND_LAST)
+
 def in_set(r):
     try:
         r.internal_redirect('/target')
@@ -72,6 +87,7 @@ SERVER = '''
     location /content { python_content "content_redirect(r)"; }
     location /misuse { python_content "misuse(r)"; }
     location /set { return 200 "$in_set"; }
+    location /vars { set $target default; python_access "set_vars(r)"; python_content "show_vars(r)"; }
 '''
 
 HTTP = '''
@@ -113,6 +129,9 @@ class Rewrite(harness.NginxTestCase):
     def test_misuse_raises(self):
         self.assertEqual(self.get_body('/misuse'), 'RuntimeError RuntimeError ValueError')
         self.assertEqual(self.get_body('/set'), 'refused')
+
+    def test_setting_variables(self):
+        self.assertEqual(self.get_body('/vars?a=1'), 'from-python changed=1 1 KeyError ValueError')
 
     @harness.unblock_only
     def test_rewrite_waits_then_redirects(self):

@@ -232,7 +232,7 @@ impl Request {
     #[getter]
     fn var(slf: &Bound<'_, Self>) -> PyResult<Variables> {
         slf.borrow().raw()?;
-        Ok(Variables::new(slf.as_any(), variables::request_variable))
+        Ok(Variables::settable(slf.as_any(), variables::request_variable, variables::store_request_variable))
     }
 
     /// Query arguments, URL-decoded: read-only mapping (first value wins).

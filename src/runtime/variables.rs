@@ -1,6 +1,7 @@
-//! `r.var` / `s.var`: one read-only mapping of nginx variables for both
-//! modules. The owner (request or session) supplies the lookup; an unknown
-//! or not-found variable is a KeyError.
+//! `r.var` / `s.var`: one mapping of nginx variables for both modules.
+//! The owner (request or session) supplies the lookup, and the store where
+//! variables can be set (`r.var[name] = value`; `s.var` is read-only); an
+//! unknown or not-found variable is a KeyError.
 
 use pyo3::exceptions::{PyKeyError, PyTypeError};
 use pyo3::prelude::*;
@@ -14,15 +15,25 @@ use crate::ffi::{self, ngx_str_t, ngx_uint_t, ngx_variable_value_t};
 /// the owner has ended; null when nginx has no such variable.
 pub type Lookup = unsafe fn(owner: &Bound<'_, PyAny>, name: &mut ngx_str_t, key: ngx_uint_t) -> PyResult<*mut ngx_variable_value_t>;
 
+/// Sets variable `name` (lowercase, `[a-z0-9_]`) of `owner` to `value`, or
+/// explains why nginx does not let it be set.
+pub type Store = fn(owner: &Bound<'_, PyAny>, name: &[u8], value: &[u8]) -> PyResult<()>;
+
 #[pyclass(unsendable, module = "ngx")]
 pub struct Variables {
     owner: Py<PyAny>,
     lookup: Lookup,
+    store: Option<Store>,
 }
 
 impl Variables {
     pub fn new(owner: &Bound<'_, PyAny>, lookup: Lookup) -> Self {
-        Variables { owner: owner.clone().unbind(), lookup }
+        Variables { owner: owner.clone().unbind(), lookup, store: None }
+    }
+
+    /// Variables that `r.var[name] = value` can set through `store`.
+    pub fn settable(owner: &Bound<'_, PyAny>, lookup: Lookup, store: Store) -> Self {
+        Variables { owner: owner.clone().unbind(), lookup, store: Some(store) }
     }
 
     fn get_value<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
@@ -64,5 +75,18 @@ impl Variables {
 
     fn __contains__(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(self.get_value(py, name)?.is_some())
+    }
+
+    fn __setitem__(&self, py: Python<'_>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(store) = self.store else {
+            return Err(PyTypeError::new_err("s.var is read-only"));
+        };
+        let s = name.cast::<PyString>().map_err(|_| PyTypeError::new_err("variable names are str"))?;
+        let lower = str_bytes(s)?.as_bytes().to_ascii_lowercase();
+        if lower.is_empty() || !lower.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_') {
+            return Err(PyKeyError::new_err(name.clone().unbind()));
+        }
+        let value = super::convert::value_bytes(value)?;
+        store(self.owner.bind(py), &lower, &value)
     }
 }
