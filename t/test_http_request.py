@@ -561,8 +561,9 @@ class Variables(RequestTestCase):
     def test_not_found_variable_raises_key_error(self):
         self.assertEqual(self.exception('var_not_found'), 'KeyError')
 
-    def test_assignment_raises_type_error(self):
-        self.assertEqual(self.exception('var_assign'), 'TypeError')
+    def test_assigning_a_variable_nginx_does_not_let_change_raises(self):
+        # $uri is nginx's own, not changeable (set variables are: test_http_rewrite)
+        self.assertEqual(self.exception('var_assign'), 'ValueError')
 
 
 class Arguments(RequestTestCase):
